@@ -1,0 +1,113 @@
+/*
+ * he_agg.h -- the whole C ABI of he_agg's native core.
+ *
+ * Everything between the CDEF markers is read verbatim by csrc/build_ffi.py as the
+ * cffi cdef, so it must stay plain declarations (no #include, no macros beyond the
+ * integer #defines cffi understands).
+ *
+ * Conventions shared by every kernel
+ *   - Residue arrays are C-contiguous uint64 of shape (rows, nmod, n): row-major over
+ *     rows (ciphertext polynomials), then the RNS prime index l in [0, nmod), then the
+ *     coefficient index in [0, n). Row r, prime l is reduced modulo moduli[l].
+ *   - Moduli are odd primes below 2^61; n is a power of two in [2, 2^17].
+ *   - Outputs of every kernel are fully reduced into [0, q).
+ *   - Kernels never allocate on the heap and never print. They return HEAGG_OK or an
+ *     error code; heagg_strerror() names it. On error nothing the caller owns is left
+ *     modified (see each kernel).
+ *   - The host is little-endian (checked once by heagg_self_check()).
+ */
+#ifndef HE_AGG_H
+#define HE_AGG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+#define HEAGG_OK 0
+#define HEAGG_ERR_RESIDUE 1  /* an input residue is >= its modulus              */
+#define HEAGG_ERR_ARGUMENT 2 /* a size, pointer or modulus the kernel refuses    */
+#define HEAGG_ERR_PLATFORM 3 /* the host is not little-endian / lacks 128-bit mul */
+
+#define HEAGG_MAX_MODULUS_BITS 61
+#define HEAGG_MAX_NMOD 16
+
+/* Where heagg_sum_ciphertexts found a bad residue. */
+typedef struct {
+    size_t source; /* index of the offending source (client); nsrc = the accumulator */
+    size_t word;   /* flat word index inside that source's (count, polys, nmod, n)   */
+} heagg_fault;
+
+const char *heagg_strerror(int code);
+int heagg_self_check(void);
+
+/*
+ * acc += sum over sources s of source s, elementwise modulo the prime of each word.
+ *
+ * acc      : (count, polys, nmod, n) uint64, aligned, every word already < its prime.
+ * bases    : nsrc byte pointers; source s, ciphertext c lives at
+ *            bases[s] + offsets[s * count + c] as polys*nmod*n little-endian uint64
+ *            words with ANY alignment (TenSEAL blobs put them at odd offsets).
+ * Every source word (and every acc word) is checked against its prime in the same pass
+ * that adds it. On a bad word: returns HEAGG_ERR_RESIDUE, fills *fault, and acc is
+ * restored to its value on entry (the additions already made are undone exactly).
+ * The fault reported does not depend on blocking: a bad acc word first (source ==
+ * nsrc), else the lowest source index holding a bad word, and its lowest word index.
+ * Lazy reduction: partial sums stay unreduced while they cannot overflow 64 bits.
+ */
+int heagg_sum_ciphertexts(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                          const uint64_t *moduli, const uint8_t *const *bases,
+                          const uint64_t *offsets, size_t nsrc, heagg_fault *fault);
+
+/*
+ * SEAL-compatible negacyclic NTT, in place on (rows, nmod, n).
+ * Forward:  natural-order input, bit-reversed output, no scaling:
+ *           out[j] = sum_i a[i] * psi^((2*bitrev(j)+1)*i) mod q.
+ * Inverse:  exact inverse of the forward transform (bit-reversed input, natural
+ *           output, including the multiplication by n^-1).
+ * tables   : nmod blocks as built by he_agg.hazmat.kernels.ntt_tables(); the layout
+ *            of one block is private to the kernels (see HEAGG_NTT_TABLE_WORDS).
+ * Inputs must be < q (not re-checked: callers pass validated data).
+ */
+#define HEAGG_NTT_TABLE_WORDS 6 /* table words per coefficient per prime: tables are (nmod, 6, n) */
+int heagg_ntt_forward(uint64_t *data, size_t rows, size_t nmod, size_t n,
+                      const uint64_t *moduli, const uint64_t *tables);
+int heagg_ntt_inverse(uint64_t *data, size_t rows, size_t nmod, size_t n,
+                      const uint64_t *moduli, const uint64_t *tables);
+
+/*
+ * Pointwise modular arithmetic on (rows, nmod, n) arrays. `b` (and `c`) have either
+ * `rows` rows or exactly 1 row (then broadcast to every row): b_rows / c_rows say which.
+ * out may alias a, b or c.
+ *   mul:     out = a * b mod q
+ *   muladd:  out = a * b + c mod q
+ *   add:     out = a + b mod q
+ *   sub:     out = a - b mod q
+ *   scalar:  out = a * s[l] mod q   (s has nmod entries, each < q_l)
+ */
+int heagg_mul(uint64_t *out, const uint64_t *a, const uint64_t *b, size_t b_rows,
+              size_t rows, size_t nmod, size_t n, const uint64_t *moduli);
+int heagg_muladd(uint64_t *out, const uint64_t *a, const uint64_t *b, size_t b_rows,
+                 const uint64_t *c, size_t c_rows, size_t rows, size_t nmod, size_t n,
+                 const uint64_t *moduli);
+int heagg_add(uint64_t *out, const uint64_t *a, const uint64_t *b, size_t b_rows,
+              size_t rows, size_t nmod, size_t n, const uint64_t *moduli);
+int heagg_sub(uint64_t *out, const uint64_t *a, const uint64_t *b, size_t b_rows,
+              size_t rows, size_t nmod, size_t n, const uint64_t *moduli);
+int heagg_mul_scalar(uint64_t *out, const uint64_t *a, const uint64_t *scalars,
+                     size_t rows, size_t nmod, size_t n, const uint64_t *moduli);
+
+/*
+ * Exact CRT lift, centering and scaling, (rows, nmod, n) residues -> (rows, n) doubles.
+ * For each coefficient with residues r_l, let x in [0, Q) be the CRT lift (Q = prod q_l)
+ * and x' = x if x <= (Q-1)/2 else x - Q. out = x' * (1/scale), evaluated through
+ * Garner's mixed-radix digits so no cancellation occurs (relative error ~ nmod * 2^-52).
+ * crt      : (nmod, nmod) uint64: crt[l][j] = (q_0 ... q_{j-1}) mod q_l for j < l,
+ *            crt[l][l] = (q_0 ... q_{l-1})^-1 mod q_l; entries with j > l are ignored.
+ * radix    : nmod doubles, radix[l] = (q_0 ... q_{l-1}) / scale.
+ */
+int heagg_crt_to_double(double *out, const uint64_t *data, size_t rows, size_t nmod,
+                        size_t n, const uint64_t *moduli, const uint64_t *crt,
+                        const double *radix);
+/* CDEF-END */
+
+#endif /* HE_AGG_H */

@@ -1,0 +1,1 @@
+"""he_agg (placeholder during bring-up)."""

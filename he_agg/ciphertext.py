@@ -1,0 +1,208 @@
+"""A batch of fresh CKKS ciphertexts held as one contiguous (count, 2, L, N) uint64 array.
+
+This is the unit that crosses the wire and feeds the summing kernel. A TenSEAL
+``CKKSVector`` of ``length`` values becomes a batch of ceil(length / (N/2)) ciphertexts,
+chunked exactly as TenSEAL chunks it, and converts back losslessly.
+
+Three byte forms are read, each validated in full before use:
+
+* he_agg's envelope (:meth:`CiphertextBatch.to_bytes`): header, parameter fingerprint,
+  64-byte-aligned residues, BLAKE3 checksum;
+* TenSEAL ``CKKSVector.serialize()`` bytes, zstd-compressed or not;
+* a TenSEAL ``CKKSVector`` object.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Sequence, Union
+
+import blake3
+import numpy as np
+
+from .errors import FormatError, ParameterMismatchError
+from .hazmat.wire import seal, tenseal
+from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
+from .params import Params
+
+__all__ = ["CiphertextBatch", "Submission", "residue_view"]
+
+#: Anything he_agg accepts as an encrypted vector.
+Submission = Union["CiphertextBatch", bytes, bytearray, memoryview, object]
+
+_DIGEST_DOMAIN = b"he_agg.ciphertext.v1\0"
+
+
+def _count_for(length: int, params: Params) -> int:
+    return len(tenseal.chunk_sizes(length, params.slots))
+
+
+class CiphertextBatch:
+    """``count`` fresh ciphertexts under ``params`` carrying ``length`` values in all.
+
+    ``data`` is C-contiguous uint64 of shape (count, 2, L, N): ciphertext, polynomial
+    (c0, c1), data prime, NTT-form coefficient. Every residue is below its prime (checked
+    by every loader; the constructor trusts its caller, like ``numpy.ndarray``).
+    """
+
+    __slots__ = ("params", "data", "length", "_digest")
+
+    def __init__(self, params: Params, data: np.ndarray, length: int) -> None:
+        nmod = len(params.data_moduli)
+        count = _count_for(length, params) if length > 0 else 0
+        expected = (count, 2, nmod, params.n)
+        if data.dtype != np.uint64 or data.shape != expected or not data.flags.c_contiguous:
+            raise ParameterMismatchError(
+                f"ciphertext data must be C-contiguous uint64 of shape {expected} for {length} values, "
+                f"got {data.dtype} {data.shape}"
+            )
+        if length < 1:
+            raise ValueError("a ciphertext batch carries at least one value")
+        self.params = params
+        self.data = data
+        self.length = length
+        self._digest: bytes | None = None
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def zeros(cls, params: Params, length: int) -> "CiphertextBatch":
+        """The additive identity: an all-zero (transparent) batch, for accumulators."""
+        count = _count_for(length, params)
+        return cls(params, np.zeros((count, 2, len(params.data_moduli), params.n), dtype=np.uint64), length)
+
+    @classmethod
+    def from_tenseal(cls, vector: object, params: Params) -> "CiphertextBatch":
+        """From a TenSEAL ``CKKSVector`` or its ``serialize()`` bytes (validated)."""
+        view = residue_view(vector, params)
+        return cls(params, view.residues(params), view.length)
+
+    @classmethod
+    def from_bytes(cls, data: object, params: Params) -> "CiphertextBatch":
+        """From he_agg envelope bytes (validated; the array is a read-only view of ``data``)."""
+        view = _envelope_view(data, params)
+        return cls(params, view.residues(params), view.length)
+
+    # -- serialization --------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """he_agg's compact wire form: 2·L·8 bytes per slot plus a ~150-byte envelope."""
+        return seal_envelope(Kind.CIPHERTEXT_BATCH, _meta(self.params, self.length), self.data)
+
+    def to_tenseal_bytes(self, *, compress: bool = True) -> bytes:
+        """TenSEAL ``CKKSVector`` bytes (zstd like TenSEAL's own, or uncompressed)."""
+        return tenseal.write_vector(self.data, self.length, self.params, compress=compress)
+
+    def to_tenseal(self, context: object) -> object:
+        """A TenSEAL ``CKKSVector`` bound to ``context`` (which must use the same parameters)."""
+        import tenseal as ts
+
+        if Params.from_tenseal(context) != self.params:
+            raise ParameterMismatchError("the TenSEAL context uses other parameters than this batch")
+        return ts.ckks_vector_from(context, self.to_tenseal_bytes(compress=False))
+
+    # -- arithmetic -----------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def digest(self) -> bytes:
+        """BLAKE3-256 over parameters, length and residues: names this exact ciphertext."""
+        if self._digest is None:
+            self._digest = residue_digest(self.params, self.length, [memoryview(self.data).cast("B")])
+        return self._digest
+
+    @classmethod
+    def sum(cls, items: Iterable[Submission], params: Params) -> "CiphertextBatch":
+        """Homomorphic sum of encrypted vectors of one length, in one native pass."""
+        views = [residue_view(item, params, f"input {i}") for i, item in enumerate(items)]
+        if not views:
+            raise ValueError("nothing to sum")
+        length = views[0].length
+        for i, view in enumerate(views):
+            if view.length != length:
+                raise ParameterMismatchError(f"input {i} has {view.length} values, input 0 has {length}")
+        from .hazmat import kernels
+
+        acc = cls.zeros(params, length)
+        kernels.sum_ciphertexts(acc.data, [(v.buffer, v.offsets) for v in views], params.data_moduli)
+        return acc
+
+    def __add__(self, other: "CiphertextBatch") -> "CiphertextBatch":
+        if not isinstance(other, CiphertextBatch):
+            return NotImplemented
+        if other.params != self.params:
+            raise ParameterMismatchError("cannot add ciphertexts made under different parameters")
+        return CiphertextBatch.sum([self, other], self.params)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CiphertextBatch):
+            return NotImplemented
+        return self.params == other.params and self.length == other.length and np.array_equal(self.data, other.data)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable array inside
+
+    def __repr__(self) -> str:
+        return (
+            f"CiphertextBatch({self.length} values in {self.count} ciphertexts, "
+            f"N={self.params.n}, {len(self.params.data_moduli)} primes, digest {self.digest[:6].hex()}…)"
+        )
+
+
+def _meta(params: Params, length: int) -> dict[str, object]:
+    return {
+        "params": params.fingerprint.hex(),
+        "n": params.n,
+        "nmod": len(params.data_moduli),
+        "length": length,
+    }
+
+
+def _envelope_view(data: object, params: Params, what: str = "he_agg ciphertext batch") -> tenseal.ResidueView:
+    env = open_envelope(data, Kind.CIPHERTEXT_BATCH, what)
+    return view_from_meta(env.meta, env.body, params, what)
+
+
+def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str) -> tenseal.ResidueView:
+    """Check a batch's meta against ``params`` and view its body (shared by richer wire types)."""
+    if meta.hexbytes("params", 32) != params.fingerprint:
+        raise ParameterMismatchError(
+            f"{what}: made for other parameters (N={meta.integer('n')}, {meta.integer('nmod')} data primes "
+            f"or a different scale); expected {params.describe()}"
+        )
+    length = meta.integer("length", 1, 1 << 40)
+    nmod = len(params.data_moduli)
+    shape = (_count_for(length, params), 2, nmod, params.n)
+    words = body_words(body, shape, what)
+    seal.check_residues(words, params.data_moduli, what)
+    step = np.uint64(words[0].nbytes)
+    return tenseal.ResidueView(words, np.arange(shape[0], dtype=np.uint64) * step, length, True)
+
+
+def residue_view(item: Submission, params: Params, what: str = "encrypted vector") -> tenseal.ResidueView:
+    """Validated residues of any accepted encrypted form, located without copying if possible."""
+    if isinstance(item, CiphertextBatch):
+        if item.params != params:
+            raise ParameterMismatchError(f"{what}: made under other parameters")
+        step = np.uint64(item.data[0].nbytes)
+        return tenseal.ResidueView(item.data, np.arange(item.count, dtype=np.uint64) * step, item.length, True)
+    if hasattr(item, "serialize") and not isinstance(item, (bytes, bytearray, memoryview)):
+        item = item.serialize()  # a TenSEAL CKKSVector
+    try:
+        head = bytes(memoryview(item)[:4])  # type: ignore[arg-type]
+    except TypeError:
+        raise FormatError(f"{what}: expected a CiphertextBatch, bytes or a TenSEAL CKKSVector, "
+                          f"got {type(item).__name__}") from None
+    if head == b"HEAG":
+        return _envelope_view(item, params, what)
+    return tenseal.read_vector(item, params, what)
+
+
+def residue_digest(params: Params, length: int, chunks: Sequence[memoryview]) -> bytes:
+    """BLAKE3 digest naming an encrypted vector: domain, parameters, length, residue bytes."""
+    hasher = blake3.blake3(_DIGEST_DOMAIN + params.fingerprint + struct.pack("<Q", length))
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.digest()

@@ -1,0 +1,185 @@
+"""he_agg's own wire envelope: one versioned, checksummed layout for every wire object.
+
+Layout (little-endian)::
+
+    offset  size  field
+    0       4     magic b"HEAG"
+    4       2     format version (1)
+    6       2     kind (Kind below)
+    8       4     meta length M (bytes of canonical JSON, at most 1 MiB)
+    12      4     reserved, 0
+    16      8     body length B
+    24      M     meta: canonical JSON object (sorted keys, no spaces, UTF-8)
+    …       pad   zeros up to the next multiple of 64 (the body is 64-byte aligned)
+    …       B     body: raw little-endian words (residues), or empty
+    …       32    BLAKE3-256 of every byte before it
+
+Readers check, in this order and before using anything: length against the fixed part,
+magic, version, kind, reserved, meta length, the total length implied by M and B against
+the real buffer, the checksum, then the meta JSON's keys and types. The checksum detects
+corruption, not forgery: authenticity belongs to the transport (or to the sealed
+pairwise messages of key generation).
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import blake3
+import numpy as np
+
+from ...errors import ChecksumError, FormatError
+
+__all__ = ["Kind", "Meta", "Envelope", "open_envelope", "seal_envelope"]
+
+MAGIC = b"HEAG"
+VERSION = 1
+_FIXED = struct.Struct("<4sHHIIQ")
+_ALIGN = 64
+_CHECKSUM = 32
+MAX_META = 1 << 20
+
+
+class Kind(enum.IntEnum):
+    CIPHERTEXT_BATCH = 1
+    ENCRYPTED_UPDATE = 2
+    PUBLIC_CONTEXT = 3
+    KEY_SHARE = 4
+    DECRYPTION_REQUEST = 5
+    DECRYPTION_SHARE = 6
+    KEYGEN_MESSAGE = 7
+
+
+def _body_offset(meta_len: int) -> int:
+    return -(-(_FIXED.size + meta_len) // _ALIGN) * _ALIGN
+
+
+def seal_envelope(kind: Kind, meta: Mapping[str, Any], body: bytes | memoryview | np.ndarray = b"") -> bytes:
+    """Serialize ``meta`` (JSON-able) and ``body`` into one checksummed envelope."""
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    if len(meta_bytes) > MAX_META:
+        raise ValueError(f"meta is {len(meta_bytes)} bytes, more than {MAX_META}")
+    body_view = memoryview(body).cast("B") if not isinstance(body, bytes) else memoryview(body)
+    head = _FIXED.pack(MAGIC, VERSION, int(kind), len(meta_bytes), 0, len(body_view))
+    pad = b"\0" * (_body_offset(len(meta_bytes)) - _FIXED.size - len(meta_bytes))
+    parts = [head, meta_bytes, pad, body_view]
+    hasher = blake3.blake3()
+    for part in parts:
+        hasher.update(part)
+    return b"".join([*parts, hasher.digest()])
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: Kind
+    meta: "Meta"
+    body: memoryview  # a view into the caller's buffer, 64-byte aligned relative to its start
+
+
+def open_envelope(data: object, expected: Kind, what: str) -> Envelope:
+    """Validate an envelope of kind ``expected`` and return its meta and a zero-copy body."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise FormatError(f"{what}: expected bytes, got {type(data).__name__}") from None
+    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    if len(view) < _FIXED.size + _CHECKSUM:
+        raise FormatError(f"{what}: {len(view)} bytes, too short for a he_agg envelope")
+    magic, version, kind, meta_len, reserved, body_len = _FIXED.unpack_from(view)
+    if magic != MAGIC:
+        raise FormatError(f"{what}: bad magic {bytes(magic)!r}, expected {MAGIC!r} (not a he_agg object?)")
+    if version != VERSION:
+        raise FormatError(f"{what}: he_agg wire version {version}, this release reads {VERSION}")
+    if kind != expected:
+        name = Kind(kind).name if kind in Kind._value2member_map_ else f"unknown kind {kind}"
+        raise FormatError(f"{what}: this is a {name}, expected a {expected.name}")
+    if reserved != 0:
+        raise FormatError(f"{what}: reserved header field is {reserved}, expected 0")
+    if meta_len > MAX_META:
+        raise FormatError(f"{what}: meta length {meta_len} exceeds {MAX_META}")
+    body_start = _body_offset(meta_len)
+    total = body_start + body_len + _CHECKSUM
+    if total != len(view):
+        raise FormatError(f"{what}: header implies {total} bytes, buffer has {len(view)} (truncated or padded?)")
+    if not hmac.compare_digest(blake3.blake3(view[: total - _CHECKSUM]).digest(), view[total - _CHECKSUM :]):
+        raise ChecksumError(f"{what}: checksum mismatch, the bytes were corrupted in transit or storage")
+    if any(view[_FIXED.size + meta_len : body_start]):
+        raise FormatError(f"{what}: non-zero padding")
+    try:
+        meta = json.loads(bytes(view[_FIXED.size : _FIXED.size + meta_len]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what}: meta is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"{what}: meta is not a JSON object")
+    return Envelope(Kind(kind), Meta(meta, what), view[body_start : body_start + body_len])
+
+
+class Meta:
+    """Typed, validated access to an envelope's JSON meta: every read names what was wrong."""
+
+    def __init__(self, data: dict[str, Any], what: str) -> None:
+        self._data = data
+        self._what = what
+
+    def _get(self, key: str) -> Any:
+        if key not in self._data:
+            raise FormatError(f"{self._what}: missing field {key!r}")
+        return self._data[key]
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def integer(self, key: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
+        value = self._get(key)
+        if type(value) is not int or not lo <= value <= hi:
+            raise FormatError(f"{self._what}: field {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self._get(key)
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise FormatError(f"{self._what}: field {key!r} must be a finite number, got {value!r}")
+        return float(value)
+
+    def text(self, key: str, max_len: int = 4096) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or len(value) > max_len:
+            raise FormatError(f"{self._what}: field {key!r} must be a string of at most {max_len} characters")
+        return value
+
+    def hexbytes(self, key: str, size: int) -> bytes:
+        value = self.text(key, 2 * size)
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise FormatError(f"{self._what}: field {key!r} is not hex") from None
+        if len(raw) != size:
+            raise FormatError(f"{self._what}: field {key!r} must be {size} bytes")
+        return raw
+
+    def integers(self, key: str, lo: int = 0, hi: int = (1 << 63) - 1, max_len: int = 1 << 20) -> list[int]:
+        value = self._get(key)
+        if not isinstance(value, list) or len(value) > max_len:
+            raise FormatError(f"{self._what}: field {key!r} must be a list of at most {max_len} integers")
+        for item in value:
+            if type(item) is not int or not lo <= item <= hi:
+                raise FormatError(f"{self._what}: field {key!r} holds {item!r}, outside [{lo}, {hi}]")
+        return list(value)
+
+    def raw(self, key: str) -> Any:
+        """An unvalidated value, for callers that validate structure themselves."""
+        return self._get(key)
+
+
+def body_words(body: memoryview, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """View an envelope body as a read-only uint64 array of ``shape`` (sizes checked)."""
+    words = math.prod(shape)
+    if len(body) != 8 * words:
+        raise FormatError(f"{what}: body is {len(body)} bytes, expected {8 * words} for shape {shape}")
+    return np.frombuffer(body, dtype="<u8").reshape(shape)

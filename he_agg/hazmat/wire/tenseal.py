@@ -1,0 +1,297 @@
+"""TenSEAL's protobuf messages: CKKSVector and Context, read and written.
+
+TenSEAL 0.3.18 (site-packages/tenseal/proto/*.proto):
+
+* ``CKKSVectorProto``: 1 ``sizes`` (packed uint32), 2 ``ciphertexts`` (repeated bytes, one
+  SEAL ciphertext each), 3 ``scale`` (double). A vector longer than N/2 values is split
+  into chunks of N/2 values, the last one shorter.
+* ``TenSEALContextProto``: 1 ``encryption_parameters`` (SEAL bytes), 2 ``public_context``
+  {1 public_key, 2 auto_flags, 3 scale, 4 relin_keys, 5 galois_keys}, 3 ``private_context``
+  {1 secret_key, ...}, 4 ``encryption_type``.
+
+The reader is a small strict scanner rather than the protobuf runtime: it returns
+*offsets* into the caller's buffer, which is what lets the summing kernel read residues
+straight out of an uncompressed TenSEAL blob, and it rejects unknown fields and wire
+types so that a format change fails loudly.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ...errors import FormatError, ParameterError, ParameterMismatchError
+from ...params import Params
+from . import seal
+
+__all__ = [
+    "ResidueView",
+    "read_context",
+    "read_context_params",
+    "read_vector",
+    "write_context",
+    "write_vector",
+]
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+
+
+def _read_varint(buf: memoryview, pos: int, what: str) -> tuple[int, int]:
+    result = 0
+    for shift in range(0, 70, 7):
+        if pos >= len(buf):
+            raise FormatError(f"{what}: truncated protobuf varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if result >= 1 << 64:
+                raise FormatError(f"{what}: protobuf varint overflows 64 bits")
+            return result, pos
+    raise FormatError(f"{what}: protobuf varint longer than 10 bytes")
+
+
+@dataclass(frozen=True)
+class _Field:
+    number: int
+    wire_type: int
+    value: int  # varint value, or start offset for bytes/fixed
+    end: int  # end offset for bytes/fixed (== value for varints)
+
+
+def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str) -> list[_Field]:
+    """All fields of one message; every field number and wire type must be in ``allowed``."""
+    fields: list[_Field] = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos, what)
+        number, wire_type = key >> 3, key & 7
+        if number not in allowed or wire_type not in allowed[number]:
+            raise FormatError(f"{what}: unexpected protobuf field {number} (wire type {wire_type})")
+        if wire_type == _VARINT:
+            value, pos = _read_varint(buf, pos, what)
+            fields.append(_Field(number, wire_type, value, pos))
+            continue
+        if wire_type == _BYTES:
+            length, pos = _read_varint(buf, pos, what)
+        else:
+            length = 8 if wire_type == _FIXED64 else 4
+        if length > len(buf) - pos:
+            raise FormatError(f"{what}: protobuf field {number} claims {length} bytes, {len(buf) - pos} remain")
+        fields.append(_Field(number, wire_type, pos, pos + length))
+        pos += length
+    return fields
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
+
+
+def _bytes_field(number: int, data: bytes) -> bytes:
+    return _key(number, _BYTES) + _varint(len(data)) + data
+
+
+def _double_field(number: int, value: float) -> bytes:
+    return _key(number, _FIXED64) + struct.pack("<d", value)
+
+
+def _as_view(data: object, what: str) -> memoryview:
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise FormatError(f"{what}: expected bytes, got {type(data).__name__}") from None
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+# -- CKKS vectors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResidueView:
+    """Where the validated residues of one encrypted vector are, copied only if needed.
+
+    Ciphertext c's 2·L·N little-endian words start at byte ``offsets[c]`` of ``buffer``.
+    For an uncompressed TenSEAL blob, ``buffer`` is the blob itself (zero copy, residues
+    not yet range-checked: the summing kernel checks them in the same pass). For a
+    compressed one, ``buffer`` is an aligned (count, 2, L, N) array already checked.
+    """
+
+    buffer: Buffer | np.ndarray
+    offsets: np.ndarray
+    length: int
+    checked: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    def residues(self, params: Params, what: str = "encrypted vector") -> np.ndarray:
+        """The residues as an aligned, range-checked (count, 2, L, N) uint64 array."""
+        if isinstance(self.buffer, np.ndarray):
+            return self.buffer
+        nmod = len(params.data_moduli)
+        out = np.empty((self.count, 2, nmod, params.n), dtype=np.uint64)
+        words = 2 * nmod * params.n
+        for c, offset in enumerate(self.offsets.tolist()):
+            out[c].reshape(-1)[:] = np.frombuffer(self.buffer, dtype="<u8", count=words, offset=offset)
+        seal.check_residues(out, params.data_moduli, what)
+        return out
+
+
+def chunk_sizes(length: int, slots: int) -> list[int]:
+    """TenSEAL's chunking of a vector of ``length`` values into ciphertexts of ``slots``."""
+    full, rest = divmod(length, slots)
+    return [slots] * full + ([rest] if rest else [])
+
+
+def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") -> ResidueView:
+    """Validate serialized ``CKKSVector`` bytes against ``params`` and locate their residues."""
+    view = _as_view(blob, what)
+    fields = _scan(view, {1: {_BYTES, _VARINT}, 2: {_BYTES}, 3: {_FIXED64}}, what)
+    sizes: list[int] = []
+    spans: list[tuple[int, int]] = []
+    scale = None
+    for f in fields:
+        if f.number == 1 and f.wire_type == _VARINT:
+            sizes.append(f.value)
+        elif f.number == 1:
+            packed = view[f.value : f.end]
+            pos = 0
+            while pos < len(packed):
+                size, pos = _read_varint(packed, pos, what)
+                sizes.append(size)
+        elif f.number == 2:
+            spans.append((f.value, f.end))
+        else:
+            if scale is not None:
+                raise FormatError(f"{what}: scale given twice")
+            (scale,) = struct.unpack_from("<d", view, f.value)
+    if not spans:
+        raise FormatError(f"{what}: no ciphertexts")
+    if len(sizes) != len(spans):
+        raise FormatError(f"{what}: {len(sizes)} chunk sizes for {len(spans)} ciphertexts")
+    length = sum(sizes)
+    if sizes != chunk_sizes(length, params.slots):
+        raise FormatError(f"{what}: chunk sizes {sizes[:4]}… are not TenSEAL's chunking into {params.slots}-value ciphertexts")
+    if scale is None:
+        raise FormatError(f"{what}: no scale field")
+    chunks = [view[start:end] for start, end in spans]
+    labels = [f"{what}, ciphertext {c}" for c in range(len(chunks))]
+    if all(_uncompressed(chunk) for chunk in chunks):  # zero copy: offsets into the blob
+        offsets = [start + seal.locate_ciphertext(chunk, params, label)
+                   for (start, _), chunk, label in zip(spans, chunks, labels)]
+        _check_vector_scale(scale, params, what)
+        return ResidueView(view, np.array(offsets, dtype=np.uint64), length, False)
+    nmod = len(params.data_moduli)
+    decoded = np.empty((len(chunks), 2, nmod, params.n), dtype=np.uint64)
+    for c, (chunk, label) in enumerate(zip(chunks, labels)):
+        seal.decode_ciphertext(chunk, params, decoded[c], label)
+    _check_vector_scale(scale, params, what)
+    step = np.uint64(decoded[0].nbytes)
+    return ResidueView(decoded, np.arange(len(chunks), dtype=np.uint64) * step, length, True)
+
+
+def _check_vector_scale(scale: float, params: Params, what: str) -> None:
+    if scale != params.scale:
+        raise ParameterMismatchError(f"{what}: vector scale {scale!r}, expected {params.scale!r}")
+
+
+def _uncompressed(chunk: memoryview) -> bool:
+    # byte 5 of a SEAL header is the compression mode; the readers validate the rest
+    return len(chunk) > 5 and chunk[5] == seal.COMPR_NONE
+
+
+def write_vector(residues: np.ndarray, length: int, params: Params, *, compress: bool = True) -> bytes:
+    """Serialize (count, 2, L, N) residues as TenSEAL ``CKKSVector`` bytes."""
+    sizes = chunk_sizes(length, params.slots)
+    if len(sizes) != residues.shape[0]:
+        raise ValueError(f"{length} values need {len(sizes)} ciphertexts, got {residues.shape[0]}")
+    packed = b"".join(_varint(s) for s in sizes)
+    parts = [_bytes_field(1, packed)]
+    for c in range(residues.shape[0]):
+        parts.append(_bytes_field(2, seal.write_ciphertext(residues[c], params, compress=compress)))
+    parts.append(_double_field(3, params.scale))
+    return b"".join(parts)
+
+
+# -- contexts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenSEALContextParts:
+    params: Params
+    public_key: np.ndarray | None  # (2, L_all, N) at the key level
+    has_secret_key: bool
+
+
+def read_context(data: object, what: str = "TenSEAL context") -> TenSEALContextParts:
+    """Parse serialized TenSEAL context bytes: parameters, scale, public key (if present)."""
+    view = _as_view(data, what)
+    top = _scan(view, {1: {_BYTES}, 2: {_BYTES}, 3: {_BYTES}, 4: {_VARINT}}, what)
+    enc = [f for f in top if f.number == 1]
+    if len(enc) != 1:
+        raise FormatError(f"{what}: expected one encryption_parameters field, found {len(enc)}")
+    for f in top:
+        if f.number == 4 and f.value != 0:
+            raise ParameterMismatchError(f"{what}: symmetric-key context; he_agg needs public-key encryption")
+    n, moduli = seal.read_encryption_parameters(view[enc[0].value : enc[0].end], f"{what}, parameters")
+    scale = 0.0
+    pk_span: tuple[int, int] | None = None
+    for f in top:
+        if f.number != 2:
+            continue
+        sub = view[f.value : f.end]
+        allowed = {1: {_BYTES}, 2: {_VARINT}, 3: {_FIXED64}, 4: {_BYTES}, 5: {_BYTES}}
+        for g in _scan(sub, allowed, f"{what}, public part"):
+            if g.number == 3:
+                (scale,) = struct.unpack_from("<d", sub, g.value)
+            elif g.number == 1:
+                pk_span = (f.value + g.value, f.value + g.end)
+    if not scale:
+        raise ParameterError(f"{what}: no global scale; set context.global_scale before serializing")
+    params = Params(n=n, moduli=moduli, scale=scale)
+    public_key = None
+    if pk_span is not None and pk_span[1] > pk_span[0]:
+        public_key = seal.read_key_ciphertext(view[pk_span[0] : pk_span[1]], params, f"{what}, public key")
+    has_secret = any(f.number == 3 and f.end > f.value for f in top)
+    return TenSEALContextParts(params, public_key, has_secret)
+
+
+def read_context_params(context: object) -> Params:
+    """Params of a TenSEAL ``Context`` object or its serialized bytes."""
+    if hasattr(context, "serialize"):
+        data = context.serialize(save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)  # type: ignore[attr-defined]
+    else:
+        data = context
+    return read_context(data).params
+
+
+def write_context(params: Params, public_key: np.ndarray, *, compress: bool = True) -> bytes:
+    """A public-only TenSEAL context: parameters, global scale and the given public key.
+
+    No relinearization or Galois keys: aggregation only adds ciphertexts. Loads with
+    ``tenseal.context_from`` and encrypts under ``public_key``.
+    """
+    pk = seal.write_key_ciphertext(public_key, params, compress=compress)
+    auto_flags = 7  # TenSEAL's default: auto relinearize, rescale, mod-switch
+    public = _bytes_field(1, pk) + _key(2, _VARINT) + _varint(auto_flags) + _double_field(3, params.scale)
+    return _bytes_field(1, seal.write_encryption_parameters(params)) + _bytes_field(2, public)
