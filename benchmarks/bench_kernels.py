@@ -1,0 +1,88 @@
+"""Kernel micro-benchmarks per backend (pytest-benchmark; no timing assertions).
+
+Run:  pytest benchmarks/bench_kernels.py --benchmark-enable -p no:cacheprovider
+      (pyproject's addopts disable benchmarks by default; they then run once as tests)
+
+The sum is compared with numpy's "memory floor": for s in sources: np.add(acc, s, out=acc)
+over aligned uint64 arrays of the same size, which neither validates nor reduces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from he_agg.hazmat import kernels
+
+Q3 = (1152921504606748673, 1152921504606830593, 1152921504606584833)
+Q2 = Q3[:2]
+N = 8192
+SUM_SOURCES, SUM_COUNT = 16, 8  # 16 clients x 8 ciphertexts of (2, 2, 8192) words: 32 MiB
+FAST = [b for b in kernels.available_backends() if b != "numpy"]
+
+
+def _residues(rng: np.random.Generator, lead: tuple[int, ...], moduli: tuple[int, ...]) -> np.ndarray:
+    return np.stack([rng.integers(0, q, size=lead + (N,), dtype=np.uint64) for q in moduli], axis=-2)
+
+
+@pytest.fixture(scope="module")
+def sum_inputs() -> tuple[np.ndarray, list[tuple[bytes, np.ndarray]], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    shape = (SUM_COUNT, 2)
+    aligned = [_residues(rng, shape, Q2) for _ in range(SUM_SOURCES)]
+    offsets = 1 + aligned[0][0].nbytes * np.arange(SUM_COUNT, dtype=np.uint64)
+    sources = [(b"\x01" + a.tobytes(), offsets) for a in aligned]  # odd offsets, like TenSEAL
+    return _residues(rng, shape, Q2), sources, aligned
+
+
+@pytest.fixture(params=FAST)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    with kernels.use_backend(request.param):
+        yield request.param
+
+
+def test_sum_ciphertexts(benchmark, backend: str, sum_inputs) -> None:  # type: ignore[no-untyped-def]
+    acc0, sources, _ = sum_inputs
+    acc = acc0.copy()
+    kernels.sum_ciphertexts(acc, sources[:1], Q2)  # warm up (numba compiles)
+    benchmark.extra_info["source_bytes"] = SUM_SOURCES * acc.nbytes
+    benchmark(kernels.sum_ciphertexts, acc, sources, Q2)
+
+
+def test_sum_numpy_memory_floor(benchmark, sum_inputs) -> None:  # type: ignore[no-untyped-def]
+    acc0, _, aligned = sum_inputs
+    acc = acc0.copy()
+
+    def floor() -> None:
+        for s in aligned:
+            np.add(acc, s, out=acc)
+
+    benchmark.extra_info["source_bytes"] = SUM_SOURCES * acc.nbytes
+    benchmark(floor)
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_ntt(benchmark, backend: str, direction: str) -> None:  # type: ignore[no-untyped-def]
+    data = _residues(np.random.default_rng(1), (2,), Q3)
+    fn = kernels.ntt_forward if direction == "forward" else kernels.ntt_inverse
+    fn(data.copy(), Q3)  # warm up
+    benchmark.extra_info["prime_polys"] = 2 * len(Q3)
+    benchmark(fn, data, Q3)  # in place: the input stays reduced, values do not matter
+
+
+@pytest.mark.parametrize("op", ["mul", "add"])
+def test_pointwise(benchmark, backend: str, op: str) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(2)
+    a, b = _residues(rng, (2,), Q3), _residues(rng, (2,), Q3)
+    out = np.empty_like(a)
+    fn = getattr(kernels, op)
+    fn(out, a, b, Q3)
+    benchmark(fn, out, a, b, Q3)
+
+
+def test_crt_to_double(benchmark, backend: str) -> None:  # type: ignore[no-untyped-def]
+    data = _residues(np.random.default_rng(3), (1,), Q3)
+    kernels.crt_to_double(data, Q3, 2.0**80)
+    benchmark(kernels.crt_to_double, data, Q3, 2.0**80)

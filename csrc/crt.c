@@ -1,0 +1,70 @@
+/*
+ * crt.c -- exact CRT lift + centering + scaling to doubles via Garner's mixed radix.
+ *
+ * Digits: x = sum_l y_l P_l with P_l = q_0 ... q_{l-1}, y_l in [0, q_l), where
+ *   y_l = (r_l - sum_{j<l} y_j P_j) * P_l^-1  (mod q_l).
+ * Sign trick: every q_l is odd, so (Q-1)/2 has the digits h_l = (q_l - 1)/2 (the sum
+ * telescopes: sum (q_l - 1)/2 P_l = (Q - 1)/2). Mixed-radix order is lexicographic from
+ * the top digit, hence x > (Q-1)/2 iff the first digit (from the top) that differs
+ * from h_l is greater than it. Then
+ *   x - Q = sum_l (y_l - (q_l - 1)) P_l - 1,
+ * whose digits are all <= 0; folding the -1 into digit 0 gives d_0 = y_0 - q_0 and
+ * d_l = y_l - (q_l - 1) for l > 0. Either way every digit has the same sign, so the
+ * double sum  out = sum_{l = nmod-1 .. 0} d_l * radix[l]  (radix[l] = P_l / scale) has
+ * no cancellation: each term carries ~3 roundings, the sum nmod more.
+ * Evaluation order (top digit first, acc = acc + d * radix, no FMA: the build uses
+ * -ffp-contract=off) is part of the contract: the numba and numpy backends mirror it
+ * bit for bit.
+ */
+#include "he_agg.h"
+#include "modarith.h"
+
+int heagg_crt_to_double(double *out, const uint64_t *data, size_t rows, size_t nmod,
+                        size_t n, const uint64_t *moduli, const uint64_t *crt,
+                        const double *radix) {
+    size_t words;
+    if (!heagg_shape_ok(nmod, n, moduli) || crt == NULL || radix == NULL)
+        return HEAGG_ERR_ARGUMENT;
+    if (!heagg_mul_size(rows, nmod, &words) || !heagg_mul_size(words, n, &words))
+        return HEAGG_ERR_ARGUMENT;
+    if (rows != 0 && (out == NULL || data == NULL)) return HEAGG_ERR_ARGUMENT;
+    heagg_barrett br[HEAGG_MAX_NMOD];
+    for (size_t l = 0; l < nmod; l++) {
+        br[l] = heagg_barrett_make(moduli[l]);
+        for (size_t j = 0; j <= l; j++) {
+            if (crt[l * nmod + j] >= moduli[l]) return HEAGG_ERR_ARGUMENT;
+        }
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const uint64_t *row = data + r * nmod * n;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t y[HEAGG_MAX_NMOD];
+            for (size_t l = 0; l < nmod; l++) {
+                const heagg_barrett *b = &br[l];
+                uint64_t s = 0;
+                for (size_t j = 0; j < l; j++) {
+                    const uint64_t yj = heagg_reduce64(y[j], b);
+                    s = heagg_add_mod(s, heagg_mul_mod(yj, crt[l * nmod + j], b), b->q);
+                }
+                y[l] = heagg_mul_mod(heagg_sub_mod(row[l * n + i], s, b->q),
+                                     crt[l * nmod + l], b);
+            }
+            int negative = 0;
+            for (size_t l = nmod; l-- > 0;) {
+                const uint64_t h = (moduli[l] - 1) / 2;
+                if (y[l] != h) {
+                    negative = y[l] > h;
+                    break;
+                }
+            }
+            double acc = 0.0;
+            for (size_t l = nmod; l-- > 0;) {
+                int64_t d = (int64_t)y[l];
+                if (negative) d -= (int64_t)(l == 0 ? moduli[0] : moduli[l] - 1);
+                acc = acc + (double)d * radix[l];
+            }
+            out[r * n + i] = acc;
+        }
+    }
+    return HEAGG_OK;
+}

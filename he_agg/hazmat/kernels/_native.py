@@ -1,0 +1,165 @@
+"""The FFI seam: the only module that imports the compiled core (he_agg._he_agg_native).
+
+Thin wrappers: check dtype / contiguity, pass pointers (never copies), call ``lib`` and
+turn a non-OK return code into a he_agg exception carrying ``heagg_strerror``'s text.
+Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from he_agg._he_agg_native import ffi, lib
+from he_agg.errors import NativeCoreError, ParameterError, ParameterMismatchError, ResidueRangeError
+
+from . import tables
+
+_ERRORS: dict[int, type[Exception]] = {
+    lib.HEAGG_ERR_RESIDUE: ResidueRangeError,
+    lib.HEAGG_ERR_ARGUMENT: ParameterError,
+    lib.HEAGG_ERR_PLATFORM: NativeCoreError,
+}
+
+
+def strerror(code: int) -> str:
+    """The native core's description of a return code."""
+    return str(ffi.string(lib.heagg_strerror(code)).decode("ascii"))
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != lib.HEAGG_OK:
+        raise _ERRORS.get(rc, NativeCoreError)(f"{what}: {strerror(rc)} (native code {rc})")
+
+
+def _self_check() -> None:
+    _check(lib.heagg_self_check(), "native core self-check")
+    if lib.HEAGG_NTT_TABLE_WORDS != tables.NTT_TABLE_WORDS:
+        raise NativeCoreError("native core and tables.py disagree on the NTT table layout")
+    if lib.HEAGG_MAX_MODULUS_BITS != tables.MAX_MODULUS_BITS or lib.HEAGG_MAX_NMOD != tables.MAX_NMOD:
+        raise NativeCoreError("native core and tables.py disagree on the supported moduli")
+
+
+_self_check()
+
+
+def _ptr(arr: np.ndarray, ctype: str = "uint64_t[]", *, writable: bool = False) -> Any:
+    """A pointer into arr's own memory (no copy); arr must be C-contiguous."""
+    if not arr.flags.c_contiguous:
+        raise ParameterMismatchError("native kernels need C-contiguous arrays")
+    if ctype == "uint64_t[]" and arr.dtype != np.uint64:
+        raise ParameterMismatchError(f"native kernels need uint64 arrays, got {arr.dtype}")
+    return ffi.from_buffer(ctype, arr, require_writable=writable)
+
+
+def _dims(a: np.ndarray) -> tuple[int, int, int]:
+    rows, nmod, n = a.shape
+    return rows, nmod, n
+
+
+# -- sum -------------------------------------------------------------------------------------
+
+
+def sum_ciphertexts(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored."""
+    count, polys, nmod, n = acc.shape
+    keep = [ffi.from_buffer("uint8_t[]", b) for b in bufs]  # alive until the call returns
+    bases = ffi.new("const uint8_t *[]", keep)
+    fault = ffi.new("heagg_fault *")
+    rc = lib.heagg_sum_ciphertexts(
+        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
+        bases, _ptr(offsets), len(bufs), fault,
+    )
+    if rc == lib.HEAGG_ERR_RESIDUE:
+        return int(fault.source), int(fault.word)
+    _check(rc, "sum_ciphertexts")
+    return None
+
+
+# -- NTT -------------------------------------------------------------------------------------
+
+
+def ntt_forward(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(data)
+    qs, tab = tables.moduli_array(moduli), tables.ntt_tables(moduli, n)
+    rc = lib.heagg_ntt_forward(_ptr(data, writable=True), rows, nmod, n, _ptr(qs), _ptr(tab))
+    _check(rc, "ntt_forward")
+
+
+def ntt_inverse(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(data)
+    qs, tab = tables.moduli_array(moduli), tables.ntt_tables(moduli, n)
+    rc = lib.heagg_ntt_inverse(_ptr(data, writable=True), rows, nmod, n, _ptr(qs), _ptr(tab))
+    _check(rc, "ntt_inverse")
+
+
+# -- pointwise -------------------------------------------------------------------------------
+
+
+def mul(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(a)
+    rc = lib.heagg_mul(
+        _ptr(out, writable=True), _ptr(a), _ptr(b), b.shape[0], rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "mul")
+
+
+def muladd(
+    out: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    rows, nmod, n = _dims(a)
+    rc = lib.heagg_muladd(
+        _ptr(out, writable=True), _ptr(a), _ptr(b), b.shape[0], _ptr(c), c.shape[0],
+        rows, nmod, n, _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "muladd")
+
+
+def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(a)
+    rc = lib.heagg_add(
+        _ptr(out, writable=True), _ptr(a), _ptr(b), b.shape[0], rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "add")
+
+
+def sub(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(a)
+    rc = lib.heagg_sub(
+        _ptr(out, writable=True), _ptr(a), _ptr(b), b.shape[0], rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "sub")
+
+
+def mul_scalar(
+    out: np.ndarray, a: np.ndarray, scalars: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    rows, nmod, n = _dims(a)
+    rc = lib.heagg_mul_scalar(
+        _ptr(out, writable=True), _ptr(a), _ptr(scalars), rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "mul_scalar")
+
+
+# -- CRT -------------------------------------------------------------------------------------
+
+
+def crt_to_double(
+    out: np.ndarray, data: np.ndarray, moduli: tuple[int, ...], radix: np.ndarray
+) -> None:
+    rows, nmod, n = _dims(data)
+    if out.dtype != np.float64 or radix.dtype != np.float64:
+        raise ParameterMismatchError("crt_to_double writes float64")
+    rc = lib.heagg_crt_to_double(
+        _ptr(out, "double[]", writable=True), _ptr(data), rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)), _ptr(tables.crt_tables(moduli)),
+        _ptr(radix, "double[]"),
+    )
+    _check(rc, "crt_to_double")

@@ -1,0 +1,340 @@
+"""numba mirror of the native kernels (the fallback when the C extension is missing).
+
+Same algorithms and bit-identical results. numba has no 128-bit integers, so 64x64->128
+products are assembled from 32-bit limbs. Source words at odd byte offsets are read
+through a uint64 view of the byte slice: plain unaligned loads, which x86-64 and AArch64
+allow (assembling words byte by byte was 4-5x slower). Every constant is a np.uint64: mixing uint64
+with a signed int makes numba compute in float64.
+Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import tables
+
+_U = np.uint64
+_Z, _ONE, _32 = _U(0), _U(1), _U(32)
+_M32 = _U(0xFFFFFFFF)
+_SUM_SENTINEL = -1
+
+_jit = njit(cache=True, nogil=True)
+_inline = njit(cache=True, nogil=True, inline="always")
+
+
+# -- 64-bit helpers ----------------------------------------------------------------------------
+
+
+@_inline
+def _mulhi(a, b):  # type: ignore[no-untyped-def]
+    """High word of the 128-bit product a * b (32-bit limbs)."""
+    a0, a1 = a & _M32, a >> _32
+    b0, b1 = b & _M32, b >> _32
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> _32) + (p01 & _M32) + (p10 & _M32)
+    return p11 + (p01 >> _32) + (p10 >> _32) + (mid >> _32)
+
+
+@_inline
+def _cond_sub(x, q):  # type: ignore[no-untyped-def]
+    return x - q if x >= q else x
+
+
+@_inline
+def _sub_mod(a, b, q):  # type: ignore[no-untyped-def]
+    return a - b if a >= b else a + q - b
+
+
+@_inline
+def _mul_mod(a, b, q, mu, k):  # type: ignore[no-untyped-def]
+    """a * b mod q for a, b < q: classic Barrett, the same steps as heagg_mul_mod."""
+    lo, hi = a * b, _mulhi(a, b)
+    t = (hi << (_U(65) - k)) | (lo >> (k - _ONE))  # z >> (k - 1)
+    plo, phi = t * mu, _mulhi(t, mu)
+    qh = (phi << (_U(63) - k)) | (plo >> (k + _ONE))  # (t * mu) >> (k + 1)
+    r = lo - qh * q  # in [0, 3q)
+    return _cond_sub(_cond_sub(r, q + q), q)
+
+
+@_inline
+def _reduce64(x, q, m64):  # type: ignore[no-untyped-def]
+    return _cond_sub(x - _mulhi(x, m64) * q, q)
+
+
+@_inline
+def _shoup_lazy(x, w, wp, q):  # type: ignore[no-untyped-def]
+    """w * x mod q in [0, 2q) for any x (Shoup/Harvey)."""
+    return w * x - _mulhi(wp, x) * q
+
+
+# -- sum -----------------------------------------------------------------------------------------
+
+
+@_jit
+def _first_bad_acc(acc, qs, n):  # type: ignore[no-untyped-def]
+    """Flat index of the first acc word (count, rows * n) not below its prime, or -1."""
+    count, ct_words = acc.shape
+    nmod = qs.shape[0]
+    for c in range(count):
+        for row in range(ct_words // n):
+            q = qs[row % nmod]
+            for i in range(n):
+                if acc[c, row * n + i] >= q:
+                    return c * ct_words + row * n + i
+    return _SUM_SENTINEL
+
+
+@_jit
+def _add_source(acc, buf, offs, qs, n):  # type: ignore[no-untyped-def]
+    """acc += one source mod q, one row (prime) of n words at a time: validate the row,
+    then add it. On a bad word undo this source's earlier rows and return the word's
+    flat index, else -1."""
+    count, ct_words = acc.shape
+    nmod = qs.shape[0]
+    for c in range(count):
+        base = np.int64(offs[c])
+        words = buf[base : base + 8 * ct_words].view(np.uint64)  # unaligned: plain loads
+        for row in range(ct_words // n):
+            q = qs[row % nmod]
+            lo = row * n
+            bad = False
+            for i in range(lo, lo + n):
+                bad |= words[i] >= q
+            if bad:
+                for i in range(lo, lo + n):
+                    if words[i] >= q:
+                        _sub_source(acc, buf, offs, qs, n, c * ct_words + lo)
+                        return c * ct_words + i
+            for i in range(lo, lo + n):
+                acc[c, i] = _cond_sub(acc[c, i] + words[i], q)
+    return _SUM_SENTINEL
+
+
+@_jit
+def _sub_source(acc, buf, offs, qs, n, limit):  # type: ignore[no-untyped-def]
+    """acc -= the first `limit` flat words of one (validated) source, mod q."""
+    count, ct_words = acc.shape
+    nmod = qs.shape[0]
+    for c in range(count):
+        base = np.int64(offs[c])
+        words = buf[base : base + 8 * ct_words].view(np.uint64)
+        for row in range(ct_words // n):
+            q = qs[row % nmod]
+            lo = row * n
+            if c * ct_words + lo >= limit:
+                return
+            for i in range(lo, lo + n):
+                acc[c, i] = _sub_mod(acc[c, i], words[i], q)
+
+
+def sum_ciphertexts(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored."""
+    count, polys, nmod, n = acc.shape
+    flat = acc.reshape(count, polys * nmod * n)
+    qs = tables.moduli_array(moduli)
+    bad = _first_bad_acc(flat, qs, n)
+    if bad >= 0:
+        return len(bufs), int(bad)
+    for s, (buf, offs) in enumerate(zip(bufs, offsets)):
+        bad = _add_source(flat, buf, offs, qs, n)
+        if bad >= 0:
+            for prev in range(s - 1, -1, -1):
+                _sub_source(flat, bufs[prev], offsets[prev], qs, n, flat.size)
+            return s, int(bad)
+    return None
+
+
+# -- NTT ------------------------------------------------------------------------------------------
+
+
+@_jit
+def _forward(data, qs, tabs):  # type: ignore[no-untyped-def]
+    rows, nmod, n = data.shape
+    for r in range(rows):
+        for l in range(nmod):
+            x = data[r, l]
+            q = qs[l]
+            two_q = q + q
+            w, wp = tabs[l, 0], tabs[l, 1]
+            m, gap = 1, n >> 1
+            while m < n:
+                for i in range(m):
+                    wi, wpi = w[m + i], wp[m + i]
+                    base = 2 * i * gap
+                    for j in range(base, base + gap):
+                        tx = _cond_sub(x[j], two_q)
+                        t = _shoup_lazy(x[j + gap], wi, wpi, q)
+                        x[j] = tx + t
+                        x[j + gap] = tx - t + two_q
+                m <<= 1
+                gap >>= 1
+            for j in range(n):
+                x[j] = _cond_sub(_cond_sub(x[j], two_q), q)
+
+
+@_jit
+def _inverse(data, qs, tabs):  # type: ignore[no-untyped-def]
+    rows, nmod, n = data.shape
+    for r in range(rows):
+        for l in range(nmod):
+            x = data[r, l]
+            q = qs[l]
+            two_q = q + q
+            iw, iwp = tabs[l, 2], tabs[l, 3]
+            m, gap = n >> 1, 1
+            while m > 1:
+                for i in range(m):
+                    wi, wpi = iw[m + i], iwp[m + i]
+                    base = 2 * i * gap
+                    for j in range(base, base + gap):
+                        tx, ty = x[j], x[j + gap]
+                        x[j] = _cond_sub(tx + ty, two_q)
+                        x[j + gap] = _shoup_lazy(tx - ty + two_q, wi, wpi, q)
+                m >>= 1
+                gap <<= 1
+            s, sp = tabs[l, 4], tabs[l, 5]
+            for j in range(gap):
+                tx, ty = x[j], x[j + gap]
+                x[j] = _cond_sub(_shoup_lazy(tx + ty, s[0], sp[0], q), q)
+                x[j + gap] = _cond_sub(_shoup_lazy(tx - ty + two_q, s[1], sp[1], q), q)
+
+
+def ntt_forward(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _forward(data, tables.moduli_array(moduli), tables.ntt_tables(moduli, data.shape[-1]))
+
+
+def ntt_inverse(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _inverse(data, tables.moduli_array(moduli), tables.ntt_tables(moduli, data.shape[-1]))
+
+
+# -- pointwise --------------------------------------------------------------------------------------
+
+
+@_jit
+def _mul(out, a, b, qs, mus, ks):  # type: ignore[no-untyped-def]
+    rows, nmod, n = a.shape
+    bb = b.shape[0] > 1
+    for r in range(rows):
+        rb = r if bb else 0
+        for l in range(nmod):
+            q, mu, k = qs[l], mus[l], ks[l]
+            for i in range(n):
+                out[r, l, i] = _mul_mod(a[r, l, i], b[rb, l, i], q, mu, k)
+
+
+@_jit
+def _muladd(out, a, b, c, qs, mus, ks):  # type: ignore[no-untyped-def]
+    rows, nmod, n = a.shape
+    bb, cb = b.shape[0] > 1, c.shape[0] > 1
+    for r in range(rows):
+        rb = r if bb else 0
+        rc = r if cb else 0
+        for l in range(nmod):
+            q, mu, k = qs[l], mus[l], ks[l]
+            for i in range(n):
+                p = _mul_mod(a[r, l, i], b[rb, l, i], q, mu, k)
+                out[r, l, i] = _cond_sub(p + c[rc, l, i], q)
+
+
+@_jit
+def _add(out, a, b, qs):  # type: ignore[no-untyped-def]
+    rows, nmod, n = a.shape
+    bb = b.shape[0] > 1
+    for r in range(rows):
+        rb = r if bb else 0
+        for l in range(nmod):
+            q = qs[l]
+            for i in range(n):
+                out[r, l, i] = _cond_sub(a[r, l, i] + b[rb, l, i], q)
+
+
+@_jit
+def _sub(out, a, b, qs):  # type: ignore[no-untyped-def]
+    rows, nmod, n = a.shape
+    bb = b.shape[0] > 1
+    for r in range(rows):
+        rb = r if bb else 0
+        for l in range(nmod):
+            q = qs[l]
+            for i in range(n):
+                out[r, l, i] = _sub_mod(a[r, l, i], b[rb, l, i], q)
+
+
+@_jit
+def _mul_scalar(out, a, scalars, shoups, qs):  # type: ignore[no-untyped-def]
+    rows, nmod, n = a.shape
+    for r in range(rows):
+        for l in range(nmod):
+            q, s, sp = qs[l], scalars[l], shoups[l]
+            for i in range(n):
+                out[r, l, i] = _cond_sub(_shoup_lazy(a[r, l, i], s, sp, q), q)
+
+
+def mul(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    mus, ks, _ = tables.barrett_constants(moduli)
+    _mul(out, a, b, tables.moduli_array(moduli), mus, ks)
+
+
+def muladd(
+    out: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    mus, ks, _ = tables.barrett_constants(moduli)
+    _muladd(out, a, b, c, tables.moduli_array(moduli), mus, ks)
+
+
+def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _add(out, a, b, tables.moduli_array(moduli))
+
+
+def sub(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _sub(out, a, b, tables.moduli_array(moduli))
+
+
+def mul_scalar(
+    out: np.ndarray, a: np.ndarray, scalars: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    shoups = np.array([(int(s) << 64) // q for s, q in zip(scalars.tolist(), moduli)], dtype=_U)
+    _mul_scalar(out, a, scalars, shoups, tables.moduli_array(moduli))
+
+
+# -- CRT ----------------------------------------------------------------------------------------------
+
+
+@_jit
+def _crt(out, data, qs, crt, radix, mus, ks, m64s):  # type: ignore[no-untyped-def]
+    rows, nmod, n = data.shape
+    y = np.empty(nmod, dtype=np.uint64)
+    for r in range(rows):
+        for i in range(n):
+            for l in range(nmod):
+                q, mu, k = qs[l], mus[l], ks[l]
+                s = _Z
+                for j in range(l):
+                    yj = _reduce64(y[j], q, m64s[l])
+                    s = _cond_sub(s + _mul_mod(yj, crt[l, j], q, mu, k), q)
+                y[l] = _mul_mod(_sub_mod(data[r, l, i], s, q), crt[l, l], q, mu, k)
+            negative = False
+            for l in range(nmod - 1, -1, -1):
+                h = (qs[l] - _ONE) >> _ONE
+                if y[l] != h:
+                    negative = y[l] > h
+                    break
+            acc = 0.0
+            for l in range(nmod - 1, -1, -1):
+                d = np.int64(y[l])
+                if negative:
+                    d -= np.int64(qs[0]) if l == 0 else np.int64(qs[l] - _ONE)
+                acc = acc + np.float64(d) * radix[l]
+            out[r, i] = acc
+
+
+def crt_to_double(
+    out: np.ndarray, data: np.ndarray, moduli: tuple[int, ...], radix: np.ndarray
+) -> None:
+    mus, ks, m64s = tables.barrett_constants(moduli)
+    crt = tables.crt_tables(moduli)
+    _crt(out, data, tables.moduli_array(moduli), crt, radix, mus, ks, m64s)

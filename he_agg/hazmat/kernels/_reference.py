@@ -1,0 +1,176 @@
+"""Plain-numpy reference kernels: the truth the tests hold the fast backends to.
+
+Arithmetic is exact (Python ints in object arrays, or uint64 where nothing can wrap);
+speed is secondary. Arguments arrive validated and reshaped by
+:mod:`he_agg.hazmat.kernels` (residue arrays are C-contiguous (rows, nmod, n)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import tables
+
+_U64 = np.dtype("<u8")
+
+
+def _objects(x: np.ndarray) -> np.ndarray:
+    """uint64 array -> object array of Python ints (same shape)."""
+    return np.array(x.tolist(), dtype=object).reshape(x.shape)
+
+
+def _store(out: np.ndarray, values: np.ndarray) -> None:
+    out[...] = np.array(values.tolist(), dtype=np.uint64).reshape(out.shape)
+
+
+def _qcol(moduli: tuple[int, ...]) -> np.ndarray:
+    """Moduli as an object array of shape (nmod, 1), broadcasting over (rows, nmod, n)."""
+    return np.array(moduli, dtype=object).reshape(-1, 1)
+
+
+# -- sum -------------------------------------------------------------------------------------
+
+
+def _first_bad(words: np.ndarray, q: np.ndarray) -> int | None:
+    bad = np.flatnonzero(words >= q)
+    return int(bad[0]) if bad.size else None
+
+
+def sum_ciphertexts(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """acc += sum of the sources mod q; on a bad word return (source, flat word), acc untouched."""
+    count, polys, nmod, n = acc.shape
+    qs = np.broadcast_to(tables.moduli_array(moduli).reshape(1, nmod, 1), (polys, nmod, n))
+    ct_words = polys * nmod * n
+    bad = _first_bad(acc, np.broadcast_to(qs, acc.shape))
+    if bad is not None:
+        return len(bufs), bad
+    total = acc.copy()
+    for s, (buf, offs) in enumerate(zip(bufs, offsets)):
+        for c in range(count):
+            words = np.frombuffer(buf, dtype=_U64, count=ct_words, offset=int(offs[c]))
+            words = words.reshape(polys, nmod, n)
+            bad = _first_bad(words, qs)
+            if bad is not None:
+                return s, c * ct_words + bad
+            t = total[c] + words  # < 2^62: cannot wrap
+            total[c] = np.where(t >= qs, t - qs, t)
+    acc[...] = total
+    return None
+
+
+# -- NTT -------------------------------------------------------------------------------------
+
+
+def _forward_prime(x: np.ndarray, q: int) -> np.ndarray:
+    """Cooley-Tukey over an object array (rows, n), natural in, bit-reversed out."""
+    rows, n = x.shape
+    w, _ = tables.ntt_powers(q, n)
+    m = 1
+    while m < n:
+        v = x.reshape(rows, m, 2, n // (2 * m))
+        t = v[:, :, 1, :] * w[m : 2 * m].reshape(1, m, 1) % q
+        top = v[:, :, 0, :]
+        v[:, :, 0, :], v[:, :, 1, :] = (top + t) % q, (top - t) % q
+        m *= 2
+    return x
+
+
+def _inverse_prime(x: np.ndarray, q: int) -> np.ndarray:
+    """Gentleman-Sande over an object array (rows, n), bit-reversed in, natural out."""
+    rows, n = x.shape
+    _, iw = tables.ntt_powers(q, n)
+    m = n // 2
+    while m >= 1:
+        v = x.reshape(rows, m, 2, n // (2 * m))
+        top, bottom = v[:, :, 0, :], v[:, :, 1, :]
+        v[:, :, 0, :], v[:, :, 1, :] = (
+            (top + bottom) % q,
+            (top - bottom) * iw[m : 2 * m].reshape(1, m, 1) % q,
+        )
+        m //= 2
+    return x * pow(n, -1, q) % q
+
+
+def _ntt(data: np.ndarray, moduli: tuple[int, ...], inverse: bool) -> None:
+    step = _inverse_prime if inverse else _forward_prime
+    for l, q in enumerate(moduli):
+        x = _objects(data[:, l, :])
+        _store(data[:, l, :], step(x, q))
+
+
+def ntt_forward(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _ntt(data, moduli, inverse=False)
+
+
+def ntt_inverse(data: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _ntt(data, moduli, inverse=True)
+
+
+# -- pointwise -------------------------------------------------------------------------------
+
+
+def mul(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _store(out, _objects(a) * _objects(b) % _qcol(moduli))
+
+
+def muladd(
+    out: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    _store(out, (_objects(a) * _objects(b) + _objects(c)) % _qcol(moduli))
+
+
+def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _store(out, (_objects(a) + _objects(b)) % _qcol(moduli))
+
+
+def sub(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _store(out, (_objects(a) - _objects(b)) % _qcol(moduli))
+
+
+def mul_scalar(
+    out: np.ndarray, a: np.ndarray, scalars: np.ndarray, moduli: tuple[int, ...]
+) -> None:
+    s = np.array([int(v) for v in scalars.tolist()], dtype=object).reshape(-1, 1)
+    _store(out, _objects(a) * s % _qcol(moduli))
+
+
+# -- CRT -------------------------------------------------------------------------------------
+
+
+def crt_to_double(
+    out: np.ndarray, data: np.ndarray, moduli: tuple[int, ...], radix: np.ndarray
+) -> None:
+    """Garner digits with Python ints, then the same double evaluation order as the C."""
+    nmod = len(moduli)
+    digits: list[np.ndarray] = []
+    prefix = 1
+    for l, q in enumerate(moduli):
+        x_low = sum((d * p for d, p in zip(digits, _prefixes(moduli, l))), start=0)
+        y = (_objects(data[:, l, :]) - x_low) * pow(prefix % q, -1, q) % q
+        digits.append(y)
+        prefix *= q
+    halves = [(q - 1) // 2 for q in moduli]
+    negative = np.zeros(out.shape, dtype=bool)
+    decided = np.zeros(out.shape, dtype=bool)
+    for l in reversed(range(nmod)):
+        y = digits[l]
+        differs = ~decided & (y != halves[l]).astype(bool)
+        negative |= differs & (y > halves[l]).astype(bool)
+        decided |= differs
+    acc = np.zeros(out.shape, dtype=np.float64)
+    for l in reversed(range(nmod)):
+        shift = moduli[0] if l == 0 else moduli[l] - 1
+        d = np.where(negative, digits[l] - shift, digits[l])
+        acc = acc + d.astype(np.int64).astype(np.float64) * radix[l]
+    out[...] = acc
+
+
+def _prefixes(moduli: tuple[int, ...], l: int) -> list[int]:
+    """[P_0, ..., P_{l-1}] with P_j = q_0 ... q_{j-1}."""
+    out, p = [], 1
+    for j in range(l):
+        out.append(p)
+        p *= moduli[j]
+    return out
