@@ -1,0 +1,63 @@
+"""CKKS decoding in SEAL's slot order, and the small-integer ↔ RNS conversions around it.
+
+After decryption a ciphertext yields a polynomial m (CRT-lifted, centred, divided by the
+scale: :func:`he_agg.hazmat.kernels.crt_to_double`). Slot i holds m(ζ^(3^i mod 2N)) with
+ζ = exp(iπ/N), for i in [0, N/2); real data is the real part. Evaluating m at every odd
+power ζ^(2j+1) is one FFT of the "twisted" coefficients m_k·ζ^k, and SEAL's slot i is
+the evaluation at j = (3^i mod 2N − 1)/2.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import kernels
+
+__all__ = ["decode", "signed_to_rns", "slot_indices"]
+
+
+@lru_cache(maxsize=8)
+def slot_indices(n: int) -> np.ndarray:
+    """j such that SEAL's slot i is the evaluation at ζ^(2j+1), for i in [0, N/2)."""
+    exponents = np.empty(n // 2, dtype=np.int64)
+    power = 1
+    for i in range(n // 2):
+        exponents[i] = power
+        power = power * 3 % (2 * n)
+    out = (exponents - 1) // 2
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _twist(n: int) -> np.ndarray:
+    out = np.exp(1j * np.pi * np.arange(n) / n)
+    out.setflags(write=False)
+    return out
+
+
+def decode(coefficients: np.ndarray) -> np.ndarray:
+    """Real slot values of polynomials given as float coefficients, shape (..., N) → (..., N/2)."""
+    n = coefficients.shape[-1]
+    evaluations = np.fft.ifft(coefficients * _twist(n), axis=-1) * n
+    return evaluations[..., slot_indices(n)].real.copy()
+
+
+def signed_to_rns(values: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:
+    """Small signed integers (int64, shape (..., N)) → residues (..., L, N) modulo each prime."""
+    values = np.asarray(values, dtype=np.int64)
+    out = np.empty(values.shape[:-1] + (len(moduli), values.shape[-1]), dtype=np.uint64)
+    for l, q in enumerate(moduli):
+        out[..., l, :] = np.mod(values, np.int64(q)).astype(np.uint64)
+    return out
+
+
+def scaled_to_rns(high: np.ndarray, shift: int, low: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:
+    """Residues of high·2^shift + low for int64 arrays high, low of shape (..., N)."""
+    out = signed_to_rns(high, moduli)
+    if shift:
+        kernels.mul_scalar(out, out, np.array([pow(2, shift, q) for q in moduli], dtype=np.uint64), moduli)
+        kernels.add(out, out, signed_to_rns(low, moduli), moduli)
+    return out

@@ -1,0 +1,173 @@
+r"""The noise model: how large the aggregate's noise can be, and how much flooding hides it.
+
+Threshold decryption releases ``c0 + Σ_i d_i`` with ``d_i = λ_i·s_i·c1 + e_i``. Without
+the flooding noise ``e_i`` the result would be ``m + v``, and the decryption noise ``v``
+depends on the secret key: releasing it leaks. Each share therefore carries its own
+flooding noise of standard deviation σ = 2^s·B, where B bounds every coefficient of v
+(except with probability 2^-f) and s is the statistical security parameter. This module
+derives B from the encryption procedure; nothing in it is fitted to measurements (the
+tests measure real TenSEAL noise and check it stays below B).
+
+Derivation (one fresh TenSEAL/SEAL public-key ciphertext)
+---------------------------------------------------------
+SEAL encrypts at the key level (all primes, special prime p last):
+``(c0, c1) = (pk0·u + e1, pk1·u + e2)`` with u ternary, e1, e2 from SEAL's error law
+(centred binomial, variance 10.5, |e| ≤ 21; or clipped normal σ=3.2, |e| ≤ 19.2), then
+divides both polynomials by p with rounding (``divide_and_round_q_last``) and adds the
+encoded message. With pk = (−(a·s + e), a) the decryption noise at the data level is
+
+    v = (e·u + e1 + e2·s)/p  −  r0  −  r1·s,       r0, r1 ∈ [−1/2, 1/2]^N (rounding)
+
+plus the message's encoding rounding (|·| ≤ 1/2 per coefficient).
+
+* The first term is tiny: |·| ≤ (N·21h + 21 + N·21h)/p < 2^-25 at the default parameters.
+* ``r1·s``: coefficient i is Σ_j ±r1_j·s_{i−j}, a sum of independent, zero-mean terms
+  bounded by |s_{i−j}|/2, hence sub-Gaussian with variance proxy ||s||²/4 (Hoeffding).
+  r0 adds 1/4. (That the rounding errors are independent and zero-mean is the standard
+  CKKS heuristic; the divided values are pseudo-random.)
+* The key norm ||s||² (s a sum of h ternary secrets: h = 1 for a trusted dealer, h = n
+  for dealer-free keys) is bounded by a Chernoff bound computed exactly from the
+  distribution of one coefficient, at failure probability 2^-f.
+
+Summing K ciphertexts adds K independent such noises (same s): variance proxy
+V = K·(||s||²_max + 1)/4. With M coefficients in the batch, a union bound gives
+
+    B = sqrt(2·V·ln(2·M·2^f)) + K·(1/2 + 2^-25)
+
+Flooding and what it buys
+-------------------------
+σ = 2^s·B per share (default s = 40). For one coefficient, the statistical distance
+between ``e + v`` and ``e`` is at most |v|/(σ·√(2π)) < 2^-s. For the whole release of
+M coefficients, the KL divergence adds up and Pinsker's inequality gives a distance of
+at most √M·2^-(s+1) (2^-30.5 for a 1M-value release at s = 40); raise s by ½·log2(M)
+for a whole-release guarantee at 2^-s. Each distinct share a key share makes adds its
+own term: the decryption budget bounds the total.
+
+Precision: t shares add noise of variance t·σ² per coefficient; decoding maps it to
+each real slot with standard deviation σ·√(t·N/2)/scale. :meth:`NoiseModel.predicted_error`
+reports the expected maximum over the released values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..params import Params
+
+__all__ = ["NoiseModel"]
+
+_ERROR_BOUND = 21  # SEAL's centred binomial bound (clipped normal: 19.2)
+
+
+@lru_cache(maxsize=64)
+def _ternary_sum_pmf(h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Support and probabilities of one coefficient of a sum of h uniform ternaries."""
+    pmf = np.array([1.0])
+    for _ in range(h):
+        pmf = np.convolve(pmf, np.full(3, 1.0 / 3.0))
+    support = np.arange(-h, h + 1, dtype=np.float64)
+    return support, pmf
+
+
+@lru_cache(maxsize=256)
+def secret_norm_bound(n: int, h: int, failure_bits: int) -> float:
+    """a with P(||s||² ≥ a) ≤ 2^-failure_bits for s = sum of h ternary polynomials (Chernoff)."""
+    support, pmf = _ternary_sum_pmf(h)
+    squares = support**2
+    mean = float(pmf @ squares) * n
+    log_target = -failure_bits * math.log(2.0)
+
+    def log_tail(a: float) -> float:  # min over λ of −λa + N·log E[e^{λX}]
+        best = 0.0
+        for lam in np.geomspace(1e-6, 10.0, 400) / max(h * h, 1):
+            log_mgf = math.log(float(pmf @ np.exp(lam * squares)))
+            best = min(best, -lam * a + n * log_mgf)
+        return best
+
+    lo, hi = mean, float(n * h * h)
+    if log_tail(hi) > log_target:  # cannot happen for N ≥ 1024; keep the worst case then
+        return hi
+    for _ in range(60):  # bisection on a: the tail bound decreases in a
+        mid = 0.5 * (lo + hi)
+        if log_tail(mid) <= log_target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Noise bound B and flooding σ for sums of fresh TenSEAL ciphertexts under ``params``.
+
+    ``secret_terms`` is h, the number of ternary secrets summed into the key (1 for a
+    trusted dealer, n for dealer-free generation). ``statistical_bits`` is s,
+    ``failure_bits`` is f (the probability that the real noise exceeds B is ≤ 2^-f).
+    """
+
+    params: Params
+    secret_terms: int = 1
+    statistical_bits: int = 40
+    failure_bits: int = 40
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.secret_terms <= 1024:
+            raise ValueError("secret_terms must be in [1, 1024]")
+        if not 16 <= self.statistical_bits <= 128:
+            raise ValueError("statistical_bits must be in [16, 128]")
+        if not 16 <= self.failure_bits <= 128:
+            raise ValueError("failure_bits must be in [16, 128]")
+
+    @property
+    def secret_norm_squared(self) -> float:
+        return secret_norm_bound(self.params.n, self.secret_terms, self.failure_bits)
+
+    def fresh_variance_proxy(self) -> float:
+        """Sub-Gaussian variance proxy of one coefficient of one fresh ciphertext's noise."""
+        return (self.secret_norm_squared + 1.0) / 4.0
+
+    def _deterministic_part(self) -> float:
+        n, h = self.params.n, self.secret_terms
+        key_level = (2 * n * _ERROR_BOUND * h + _ERROR_BOUND) / self.params.special_modulus
+        return 0.5 + key_level  # encoding rounding + the divided key-level noise
+
+    def bound(self, summed: int, coefficients: int) -> float:
+        """B: bounds every coefficient of the noise of a sum of ``summed`` fresh ciphertexts.
+
+        ``coefficients`` is how many coefficients the union bound covers (N × ciphertexts).
+        """
+        if summed < 1 or coefficients < 1:
+            raise ValueError("summed and coefficients must be positive")
+        variance = summed * self.fresh_variance_proxy()
+        tail = math.sqrt(2.0 * variance * (math.log(2.0 * coefficients) + self.failure_bits * math.log(2.0)))
+        return tail + summed * self._deterministic_part()
+
+    def flooding_sigma(self, summed: int, coefficients: int) -> float:
+        """σ of each share's flooding noise: 2^s · B."""
+        return math.ldexp(self.bound(summed, coefficients), self.statistical_bits)
+
+    def slot_std(self, sigma: float, shares: int) -> float:
+        """Standard deviation of one decoded real slot due to ``shares`` flooding terms."""
+        return sigma * math.sqrt(shares * self.params.n / 2.0) / self.params.scale
+
+    def predicted_error(self, summed: int, coefficients: int, shares: int, values: int) -> float:
+        """Expected max |error| over ``values`` decoded slots (flooding dominates)."""
+        std = self.slot_std(self.flooding_sigma(summed, coefficients), shares)
+        return std * math.sqrt(2.0 * math.log(2.0 * max(values, 1)))
+
+    def agreement_bound(self, summed: int, coefficients: int, shares: int, values: int) -> float:
+        """Largest honest difference between two decryptions by different active sets.
+
+        Two independent flooded decryptions differ by noise of std √2 × slot_std; this
+        is that std times a tail factor with failure probability 2^-f over all values.
+        """
+        std = math.sqrt(2.0) * self.slot_std(self.flooding_sigma(summed, coefficients), shares)
+        return std * math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
+
+    def release_distance_log2(self, coefficients: int) -> float:
+        """log2 of the whole-release statistical distance bound √M·2^-(s+1) (Pinsker)."""
+        return 0.5 * math.log2(coefficients) - self.statistical_bits - 1.0

@@ -1,0 +1,49 @@
+"""Test-only helpers: TenSEAL secret keys and single-key decryption with he_agg's arithmetic.
+
+These use a *TenSEAL* secret key (one the test itself generated) as an oracle. The
+library never holds a full secret key; nothing here is imported by he_agg.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from he_agg.ciphertext import CiphertextBatch
+from he_agg.hazmat import ckks, kernels
+from he_agg.hazmat.wire import seal, tenseal as tw
+from he_agg.params import Params
+
+
+def tenseal_secret_key(ctx, params: Params) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The context's secret key, NTT form at the key level, shape (L_all, N)."""
+    data = ctx.serialize(save_public_key=False, save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
+    view = memoryview(data)
+    top = tw._scan(view, {1: {2}, 2: {2}, 3: {2}, 4: {0}}, "context")
+    private = next(f for f in top if f.number == 3)
+    sub = view[private.value : private.end]
+    key = next(f for f in tw._scan(sub, {1: {2}, 2: {0}, 3: {0}}, "private") if f.number == 1)
+    return seal.read_plaintext(sub[key.value : key.end], params, "secret key")
+
+
+def phase(batch: CiphertextBatch, secret: np.ndarray) -> np.ndarray:
+    """c0 + c1·s in NTT form on the data primes, shape (count, L, N)."""
+    moduli = batch.params.data_moduli
+    s = np.ascontiguousarray(secret[: len(moduli)])
+    out = np.empty_like(batch.data[:, 0])
+    kernels.muladd(out, np.ascontiguousarray(batch.data[:, 1]), s, np.ascontiguousarray(batch.data[:, 0]), moduli)
+    return out
+
+
+def decrypt(batch: CiphertextBatch, secret: np.ndarray) -> np.ndarray:
+    """Single-key CKKS decryption with he_agg's kernels: the first ``length`` slot values."""
+    m = phase(batch, secret)
+    kernels.ntt_inverse(m, batch.params.data_moduli)
+    coefficients = kernels.crt_to_double(m, batch.params.data_moduli, batch.params.scale)
+    return ckks.decode(coefficients).reshape(-1)[: batch.length]
+
+
+def decrypted_coefficients(batch: CiphertextBatch, secret: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The centred decrypted polynomial coefficients divided by ``scale``, shape (count, N)."""
+    m = phase(batch, secret)
+    kernels.ntt_inverse(m, batch.params.data_moduli)
+    return kernels.crt_to_double(m, batch.params.data_moduli, scale)
