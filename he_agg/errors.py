@@ -46,6 +46,27 @@ class LayoutMismatchError(ParameterMismatchError):
     """An encrypted update whose layout manifest differs from the round's layout."""
 
 
+# -- packing and decoding ---------------------------------------------------------------
+
+
+class PackingError(HeAggError, ValueError):
+    """Data that cannot be packed into slots: empty, non-numeric, complex or non-finite."""
+
+
+class SlotRangeError(PackingError):
+    """A slot value beyond the bound that keeps the aggregate decryptable."""
+
+    def __init__(self, message: str, index: int, bound: float) -> None:
+        super().__init__(message)
+        self.index = index
+        self.bound = bound
+
+
+class DecodeError(HeAggError, ValueError):
+    """A decrypted aggregate that does not decode (a count far from an integer, a total
+    weight that is not positive): the aggregate is corrupt or its noise too large."""
+
+
 # -- aggregation rounds ------------------------------------------------------------------
 
 
