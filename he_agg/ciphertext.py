@@ -25,7 +25,7 @@ from .hazmat.wire import seal, tenseal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 from .params import Params
 
-__all__ = ["CiphertextBatch", "Submission", "residue_view"]
+__all__ = ["CiphertextBatch", "Submission", "residue_digest", "residue_view", "view_digest"]
 
 #: Anything he_agg accepts as an encrypted vector.
 Submission = Union["CiphertextBatch", bytes, bytearray, memoryview, object]
@@ -206,3 +206,14 @@ def residue_digest(params: Params, length: int, chunks: Sequence[memoryview]) ->
     for chunk in chunks:
         hasher.update(chunk)
     return hasher.digest()
+
+
+def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
+    """The digest :attr:`CiphertextBatch.digest` would give, computed on a (zero-copy) view."""
+    if isinstance(view.buffer, np.ndarray):
+        chunks = [memoryview(np.ascontiguousarray(view.buffer)).cast("B")]
+    else:
+        size = 2 * len(params.data_moduli) * params.n * 8
+        whole = memoryview(view.buffer).cast("B")
+        chunks = [whole[offset : offset + size] for offset in view.offsets.tolist()]
+    return residue_digest(params, view.length, chunks)

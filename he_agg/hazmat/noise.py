@@ -159,6 +159,19 @@ class NoiseModel:
         std = self.slot_std(self.flooding_sigma(summed, coefficients), shares)
         return std * math.sqrt(2.0 * math.log(2.0 * max(values, 1)))
 
+    def error_bound(self, summed: int, coefficients: int, shares: int, values: int) -> float:
+        """Documented bound on max |decrypted − exact sum| over ``values`` slots.
+
+        Flooding (t·σ² per coefficient) plus the aggregate's own noise (variance proxy
+        ``summed``·proxy), mapped to a real slot (× √(N/2) / scale), times a Gaussian tail
+        factor with failure probability 2^-f over all values.
+        """
+        sigma = self.flooding_sigma(summed, coefficients)
+        variance = shares * sigma**2 + summed * self.fresh_variance_proxy()
+        std = math.sqrt(variance * self.params.n / 2.0) / self.params.scale
+        tail = math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
+        return std * tail
+
     def agreement_bound(self, summed: int, coefficients: int, shares: int, values: int) -> float:
         """Largest honest difference between two decryptions by different active sets.
 

@@ -1,0 +1,116 @@
+"""Threshold CKKS decryption arithmetic: partial shares, combination, decoding, checks.
+
+A party holding the Shamir share s_i (NTT form, data primes) makes, for an aggregate
+(c0, c1) and an active set A of t parties,
+
+    d_i = λ_i^A · s_i · c1 + e_i        (λ applied first, then the flooding noise)
+
+where e_i is ONE integer polynomial per ciphertext from a (smoothed) Gaussian of σ,
+reduced modulo each prime and moved to NTT form. The combiner computes
+c0 + Σ_{i∈A} d_i = m + v + Σ e_i, inverse NTT, exact CRT, centring, division by the
+scale and CKKS decoding. No function here ever sees a full secret key.
+
+Checks that need no secret:
+
+* *agreement*: two active sets decode to values that differ only by flooding noise;
+* *self-consistency*: with λ_i^A = N_A / D_A (small integers), a party's shares for two
+  sets satisfy D_A·N_B·d_i(A) − D_B·N_A·d_i(B) = D_A·N_B·e_A − D_B·N_A·e_B — a small
+  polynomial — whatever s_i is. A share altered after it was made breaks this.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+from ..params import Params
+from . import ckks, kernels
+from .ckks import scaled_to_rns
+from .sampling import KeyedStream, gaussian_integers, uniform_low_bits
+from .shamir import x_coordinate
+
+__all__ = [
+    "decode_phase",
+    "flooding_noise",
+    "lagrange_fraction",
+    "make_share",
+    "phase",
+    "self_consistency_residual",
+]
+
+
+def flooding_noise(stream: KeyedStream, count: int, sigma: float, params: Params) -> np.ndarray:
+    """``count`` flooding polynomials (one integer polynomial each) as NTT residues (count, L, N)."""
+    n, moduli = params.n, params.data_moduli
+    high, shift = gaussian_integers(stream, count * n, sigma)
+    low = uniform_low_bits(stream, count * n, shift)
+    out = scaled_to_rns(high.reshape(count, n), shift, low.reshape(count, n), moduli)
+    high.fill(0)
+    low.fill(0)
+    kernels.ntt_forward(out, moduli)
+    return out
+
+
+def make_share(secret: np.ndarray, lam: np.ndarray, c1: np.ndarray, noise: np.ndarray, params: Params) -> np.ndarray:
+    """d = (λ·s)·c1 + e in NTT form; ``secret`` (L, N), ``c1`` and ``noise`` (count, L, N)."""
+    moduli = params.data_moduli
+    scaled = np.empty_like(secret)
+    kernels.mul_scalar(scaled, secret, lam, moduli)
+    out = np.empty_like(c1)
+    kernels.muladd(out, c1, scaled, noise, moduli)
+    scaled.fill(0)
+    return out
+
+
+def phase(c0: np.ndarray, shares: Sequence[np.ndarray], params: Params) -> np.ndarray:
+    """c0 + Σ shares, NTT form (count, L, N)."""
+    out = c0.copy()
+    for share in shares:
+        kernels.add(out, out, share, params.data_moduli)
+    return out
+
+
+def decode_phase(ntt_phase: np.ndarray, params: Params) -> np.ndarray:
+    """Decrypted slot values (count, N/2) from a phase in NTT form (consumed in place)."""
+    kernels.ntt_inverse(ntt_phase, params.data_moduli)
+    coefficients = kernels.crt_to_double(ntt_phase, params.data_moduli, params.scale)
+    return ckks.decode(coefficients)
+
+
+def lagrange_fraction(active: Sequence[int], party: int) -> Fraction:
+    """λ_party for the active set as an exact rational N/D of small integers."""
+    xi = x_coordinate(party)
+    value = Fraction(1)
+    for other in active:
+        if other != party:
+            xj = x_coordinate(other)
+            value *= Fraction(xj, xj - xi)
+    return value
+
+
+def self_consistency_residual(share_a: np.ndarray, active_a: Sequence[int], share_b: np.ndarray,
+                              active_b: Sequence[int], party: int, params: Params) -> tuple[float, float]:
+    """(max |D_A·N_B·d(A) − D_B·N_A·d(B)|, multiplier |D_A·N_B| + |D_B·N_A|) over all coefficients.
+
+    For honest shares the residual is at most multiplier × max|e|. The caller compares.
+    """
+    moduli = params.data_moduli
+    fa, fb = lagrange_fraction(active_a, party), lagrange_fraction(active_b, party)
+    wa = fa.denominator * fb.numerator  # D_A·N_B (signs carried by the numerators)
+    wb = fb.denominator * fa.numerator  # D_B·N_A
+    residual = np.empty_like(share_a)
+    kernels.mul_scalar(residual, share_a, np.array([wa % q for q in moduli], dtype=np.uint64), moduli)
+    other = np.empty_like(share_b)
+    kernels.mul_scalar(other, share_b, np.array([wb % q for q in moduli], dtype=np.uint64), moduli)
+    kernels.sub(residual, residual, other, moduli)
+    kernels.ntt_inverse(residual, moduli)
+    values = kernels.crt_to_double(residual, moduli, 1.0)
+    return float(np.abs(values).max()), float(abs(wa) + abs(wb))
+
+
+def noise_tail_factor(samples: int, failure_bits: int) -> float:
+    """τ with P(max of ``samples`` |N(0,1)| > τ) ≤ 2^-failure_bits (Gaussian tail, union bound)."""
+    return math.sqrt(2.0 * (math.log(2.0 * max(samples, 1)) + failure_bits * math.log(2.0)))
