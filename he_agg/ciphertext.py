@@ -15,14 +15,14 @@ Three byte forms are read, each validated in full before use:
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Union
 
 import blake3
 import numpy as np
 
 from .errors import FormatError, ParameterMismatchError
 from .hazmat.wire import seal, tenseal
-from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
+from .hazmat.wire.envelope import Kind, Meta, body_hash, body_words, open_envelope, seal_envelope
 from .params import Params
 
 __all__ = ["CiphertextBatch", "Submission", "residue_digest", "residue_view", "view_digest"]
@@ -111,7 +111,7 @@ class CiphertextBatch:
     def digest(self) -> bytes:
         """BLAKE3-256 over parameters, length and residues: names this exact ciphertext."""
         if self._digest is None:
-            self._digest = residue_digest(self.params, self.length, [memoryview(self.data).cast("B")])
+            self._digest = residue_digest(self.params, self.length, body_hash(memoryview(self.data).cast("B")))
         return self._digest
 
     @classmethod
@@ -162,11 +162,16 @@ def _meta(params: Params, length: int) -> dict[str, object]:
 
 def _envelope_view(data: object, params: Params, what: str = "he_agg ciphertext batch") -> tenseal.ResidueView:
     env = open_envelope(data, Kind.CIPHERTEXT_BATCH, what)
-    return view_from_meta(env.meta, env.body, params, what)
+    return view_from_meta(env.meta, env.body, params, what, body_hash=env.body_hash)
 
 
-def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str) -> tenseal.ResidueView:
-    """Check a batch's meta against ``params`` and view its body (shared by richer wire types)."""
+def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str, *, check: bool = True,
+                   body_hash: bytes | None = None) -> tenseal.ResidueView:
+    """Check a batch's meta against ``params`` and view its body (shared by richer wire types).
+
+    With ``check=False`` the residues are left for the summing kernel to range-check in
+    the same pass that adds them (the view says so: ``checked`` is False).
+    """
     if meta.hexbytes("params", 32) != params.fingerprint:
         raise ParameterMismatchError(
             f"{what}: made for other parameters (N={meta.integer('n')}, {meta.integer('nmod')} data primes "
@@ -176,9 +181,10 @@ def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str) -> t
     nmod = len(params.data_moduli)
     shape = (_count_for(length, params), 2, nmod, params.n)
     words = body_words(body, shape, what)
-    seal.check_residues(words, params.data_moduli, what)
+    if check:
+        seal.check_residues(words, params.data_moduli, what)
     step = np.uint64(words[0].nbytes)
-    return tenseal.ResidueView(words, np.arange(shape[0], dtype=np.uint64) * step, length, True)
+    return tenseal.ResidueView(words, np.arange(shape[0], dtype=np.uint64) * step, length, check, body_hash)
 
 
 def residue_view(item: Submission, params: Params, what: str = "encrypted vector") -> tenseal.ResidueView:
@@ -200,20 +206,24 @@ def residue_view(item: Submission, params: Params, what: str = "encrypted vector
     return tenseal.read_vector(item, params, what)
 
 
-def residue_digest(params: Params, length: int, chunks: Sequence[memoryview]) -> bytes:
-    """BLAKE3 digest naming an encrypted vector: domain, parameters, length, residue bytes."""
-    hasher = blake3.blake3(_DIGEST_DOMAIN + params.fingerprint + struct.pack("<Q", length))
-    for chunk in chunks:
-        hasher.update(chunk)
-    return hasher.digest()
+def residue_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
+    """The digest naming an encrypted vector: BLAKE3(domain ‖ parameters ‖ length ‖ BLAKE3(residues)).
+
+    The residue bytes are (count, 2, L, N) little-endian words in order; hashing them
+    once serves both this digest and the wire checksum.
+    """
+    return blake3.blake3(_DIGEST_DOMAIN + params.fingerprint + struct.pack("<Q", length) + residues_hash).digest()
 
 
 def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
     """The digest :attr:`CiphertextBatch.digest` would give, computed on a (zero-copy) view."""
+    if view.body_hash is not None:
+        return residue_digest(params, view.length, view.body_hash)
     if isinstance(view.buffer, np.ndarray):
-        chunks = [memoryview(np.ascontiguousarray(view.buffer)).cast("B")]
-    else:
-        size = 2 * len(params.data_moduli) * params.n * 8
-        whole = memoryview(view.buffer).cast("B")
-        chunks = [whole[offset : offset + size] for offset in view.offsets.tolist()]
-    return residue_digest(params, view.length, chunks)
+        return residue_digest(params, view.length, body_hash(memoryview(np.ascontiguousarray(view.buffer)).cast("B")))
+    size = 2 * len(params.data_moduli) * params.n * 8
+    whole = memoryview(view.buffer).cast("B")
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    for offset in view.offsets.tolist():
+        hasher.update(whole[offset : offset + size])
+    return residue_digest(params, view.length, hasher.digest())

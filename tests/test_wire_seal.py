@@ -115,6 +115,17 @@ def test_he_agg_bytes_round_trip(ctx, params: Params) -> None:  # type: ignore[n
     assert per_value < 64.1  # 2 polys × 2 primes × 8 bytes per slot, plus the envelope
 
 
+def test_digest_is_the_same_in_every_form(ctx, params: Params) -> None:  # type: ignore[no-untyped-def]
+    from he_agg.ciphertext import residue_view, view_digest
+
+    vec = ts.ckks_vector(ctx, np.linspace(-1, 1, 4100).tolist())
+    batch = CiphertextBatch.from_tenseal(vec, params)
+    forms = [vec.serialize(), batch.to_tenseal_bytes(compress=False), batch.to_bytes(), batch]
+    assert {view_digest(residue_view(f, params), params) for f in forms} == {batch.digest}
+    other = CiphertextBatch.from_tenseal(ts.ckks_vector(ctx, [0.0] * 4100), params)
+    assert other.digest != batch.digest
+
+
 def test_public_key_injection(ctx, params: Params) -> None:  # type: ignore[no-untyped-def]
     """A context we write around a public key encrypts under that key in TenSEAL."""
     parts = tw.read_context(ctx.serialize(save_public_key=True, save_secret_key=False))

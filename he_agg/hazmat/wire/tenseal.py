@@ -139,6 +139,7 @@ class ResidueView:
     offsets: np.ndarray
     length: int
     checked: bool
+    body_hash: bytes | None = None  # BLAKE3 of the residue bytes in order, when already known
 
     @property
     def count(self) -> int:
@@ -147,6 +148,8 @@ class ResidueView:
     def residues(self, params: Params, what: str = "encrypted vector") -> np.ndarray:
         """The residues as an aligned, range-checked (count, 2, L, N) uint64 array."""
         if isinstance(self.buffer, np.ndarray):
+            if not self.checked:
+                seal.check_residues(self.buffer, params.data_moduli, what)
             return self.buffer
         nmod = len(params.data_moduli)
         out = np.empty((self.count, 2, nmod, params.n), dtype=np.uint64)
