@@ -15,7 +15,7 @@ Three byte forms are read, each validated in full before use:
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Union
+from typing import Iterable, Sequence, Union
 
 import blake3
 import numpy as np
@@ -120,15 +120,23 @@ class CiphertextBatch:
         views = [residue_view(item, params, f"input {i}") for i, item in enumerate(items)]
         if not views:
             raise ValueError("nothing to sum")
-        length = views[0].length
-        for i, view in enumerate(views):
-            if view.length != length:
-                raise ParameterMismatchError(f"input {i} has {view.length} values, input 0 has {length}")
+        acc = cls.zeros(params, views[0].length)
+        acc.accumulate(views)
+        return acc
+
+    def accumulate(self, views: Sequence[tenseal.ResidueView]) -> None:
+        """Add validated views into this batch in place, in one native pass.
+
+        Every residue is range-checked in the pass that adds it; on any error the batch
+        is left exactly as it was.
+        """
         from .hazmat import kernels
 
-        acc = cls.zeros(params, length)
-        kernels.sum_ciphertexts(acc.data, [(v.buffer, v.offsets) for v in views], params.data_moduli)
-        return acc
+        for i, view in enumerate(views):
+            if view.length != self.length:
+                raise ParameterMismatchError(f"input {i} has {view.length} values, this batch has {self.length}")
+        kernels.sum_ciphertexts(self.data, [(v.buffer, v.offsets) for v in views], self.params.data_moduli)
+        self._digest = None
 
     def __add__(self, other: "CiphertextBatch") -> "CiphertextBatch":
         if not isinstance(other, CiphertextBatch):
@@ -189,6 +197,9 @@ def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str, *, c
 
 def residue_view(item: Submission, params: Params, what: str = "encrypted vector") -> tenseal.ResidueView:
     """Validated residues of any accepted encrypted form, located without copying if possible."""
+    inner = getattr(item, "ciphertext", None)  # an EncryptedUpdate
+    if isinstance(inner, CiphertextBatch):
+        item = inner
     if isinstance(item, CiphertextBatch):
         if item.params != params:
             raise ParameterMismatchError(f"{what}: made under other parameters")
@@ -202,6 +213,10 @@ def residue_view(item: Submission, params: Params, what: str = "encrypted vector
         raise FormatError(f"{what}: expected a CiphertextBatch, bytes or a TenSEAL CKKSVector, "
                           f"got {type(item).__name__}") from None
     if head == b"HEAG":
+        kind = bytes(memoryview(item)[6:8])  # type: ignore[arg-type]
+        if kind == Kind.ENCRYPTED_UPDATE.to_bytes(2, "little"):  # an update's meta describes its batch too
+            env = open_envelope(item, Kind.ENCRYPTED_UPDATE, what)
+            return view_from_meta(env.meta, env.body, params, what, body_hash=env.body_hash)
         return _envelope_view(item, params, what)
     return tenseal.read_vector(item, params, what)
 

@@ -38,7 +38,6 @@ from .errors import (
     TooFewContributorsError,
     VerificationError,
 )
-from .hazmat import kernels
 from .hazmat.decryption import flooding_noise, make_share
 from .hazmat.sampling import KEY_BYTES, KeyedStream
 from .hazmat.shamir import lagrange_at_zero
@@ -161,7 +160,7 @@ class KeyShare:
                 raise VerificationError(f"the contribution of {client_id!r} has {view.length} values")
             views.append(view)
         total = CiphertextBatch.zeros(params, request.aggregate.length)
-        kernels.sum_ciphertexts(total.data, [(v.buffer, v.offsets) for v in views], params.data_moduli)
+        total.accumulate(views)
         if total.digest != request.aggregate.digest:
             raise VerificationError("the aggregate is not the sum of the listed contributions")
 

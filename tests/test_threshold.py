@@ -148,7 +148,7 @@ def test_dealer_free_rounds_are_bytes_in_bytes_out() -> None:
     shares = [p.finish(messages) for p in parties]
     assert len({s.context.committee_id for s in shares}) == 1  # everyone computes the same key
     with pytest.raises(ThresholdError, match="missing"):
-        KeygenParty(config, 0, ids[0]).finish(messages[:2]) if False else parties[0].finish(messages[:2])
+        parties[0].finish(messages[:2])
     tampered = bytearray(messages[1])
     tampered[-40] ^= 1
     with pytest.raises(ChecksumError):
@@ -292,8 +292,9 @@ def test_key_share_file_round_trip(tmp_path, committee: Committee, setup) -> Non
     os.chmod(path, 0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
         KeyShare.load(path)
+    os.chmod(path, 0o600)
     with pytest.raises(ShareBindingError):
-        os.chmod(path, 0o600) or KeyShare.load(path, committee.context)
+        KeyShare.load(path, committee.context)
 
 
 def test_no_secret_in_repr_pickle_or_errors(committee: Committee, setup) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,180 @@
+"""The server side of one round: accept encrypted updates, sum them as they arrive,
+ask the committee to decrypt the sum, and return the result in the clients' structure.
+
+The aggregator is untrusted: it never holds a key. It validates every submission
+(committee, round, parameters, layout, residues), refuses a second submission from the
+same client id, and adds each one into a single accumulator with the native kernel the
+moment it arrives — memory holds the accumulator plus the submission being added. A
+submission that fails any check (including a residue ≥ its prime, found by the kernel
+in the same pass that adds) leaves the accumulator exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .ciphertext import CiphertextBatch, Submission, residue_view, view_digest
+from .client import EncryptedUpdate, open_update
+from .committee import combine
+from .context import PublicContext
+from .errors import (
+    AggregationError,
+    DuplicateContributionError,
+    ParameterMismatchError,
+    RoundMismatchError,
+    ShareBindingError,
+    TooFewContributorsError,
+)
+from .hazmat.wire.envelope import Kind
+from .hazmat.wire.tenseal import ResidueView
+from .packing import Layout, check_layout, unflatten, weighted_mean
+from .requests import Contribution, DecryptionRequest, DecryptionShare
+
+__all__ = ["AggregateResult", "Aggregator"]
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """What a finished round released."""
+
+    value: Any  # weighted mean (weighted layouts) or sum, in the clients' structure
+    total_weight: float | None  # Σ weights for weighted layouts
+    contributors: tuple[str, ...]
+    slots: np.ndarray  # the decrypted slot vector (sum of weighted updates + weight slot)
+
+
+class Aggregator:
+    """One round of aggregation for one committee. Not thread-safe: call from one thread.
+
+    ``layout``: the expected layout; by default the first submission's. Raw TenSEAL or
+    he_agg ciphertexts (which carry no layout) need it, and a ``client_id`` each.
+    ``retain``: keep every accepted submission, for decryptors whose policy verifies
+    the aggregate (:attr:`contributions`); costs one submission's memory per client.
+    """
+
+    def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
+                 layout: Layout | None = None, retain: bool = False) -> None:
+        if type(round_id) is not int or round_id < 0:
+            raise ValueError("round_id must be a non-negative integer")
+        if type(min_clients) is not int or min_clients < 1:
+            raise ValueError("min_clients must be an integer >= 1")
+        self.context = context
+        self.round_id = round_id
+        self.min_clients = min_clients
+        self.layout = layout
+        self._retain = retain
+        self._accumulator: CiphertextBatch | None = None
+        self._contributions: dict[str, bytes] = {}
+        self._retained: dict[str, Submission] = {}
+        self._request: DecryptionRequest | None = None
+        self.result: AggregateResult | None = None
+
+    # -- submissions -----------------------------------------------------------------------
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return tuple(self._contributions)
+
+    def __len__(self) -> int:
+        return len(self._contributions)
+
+    @property
+    def contributions(self) -> Mapping[str, Submission]:
+        """The accepted submissions by client id (only with ``retain=True``)."""
+        if not self._retain:
+            raise AggregationError("this aggregator does not retain submissions; create it with retain=True")
+        return dict(self._retained)
+
+    def add(self, submission: Submission, *, client_id: str | None = None) -> Contribution:
+        """Validate one submission and add it to the running sum; returns its contribution record.
+
+        Accepts an :class:`~he_agg.client.EncryptedUpdate` or its bytes (which name their
+        client, round and layout), or — with ``client_id`` — a TenSEAL ``CKKSVector``, its
+        bytes, a :class:`~he_agg.ciphertext.CiphertextBatch` or its bytes.
+        """
+        if self._request is not None:
+            raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
+        who, layout, view = self._open(submission, client_id)
+        if who in self._contributions:
+            raise DuplicateContributionError(f"client {who!r} already contributed to round {self.round_id}")
+        if self.layout is None:
+            self.layout = layout
+        elif layout is not None:
+            check_layout(layout, self.layout)
+        if self.layout is None:
+            raise AggregationError("the first submission carries no layout: pass layout= to the Aggregator")
+        if view.length != self.layout.length:
+            raise ParameterMismatchError(f"client {who!r} sent {view.length} values; the round expects {self.layout.length}")
+        digest = view_digest(view, self.context.params)
+        accumulator = self._accumulator or CiphertextBatch.zeros(self.context.params, view.length)
+        accumulator.accumulate([view])  # range-checks as it adds; untouched on error
+        self._accumulator = accumulator
+        self._contributions[who] = digest
+        if self._retain:
+            self._retained[who] = submission
+        return Contribution(who, digest)
+
+    def _open(self, submission: Submission, client_id: str | None) -> tuple[str, Layout | None, ResidueView]:
+        params = self.context.params
+        if isinstance(submission, EncryptedUpdate):
+            return self._check_header(submission.client_id, submission.round_id, submission.committee_id,
+                                      client_id), submission.layout, residue_view(submission.ciphertext, params)
+        if _envelope_kind(submission) == Kind.ENCRYPTED_UPDATE:
+            header, view = open_update(submission, self.context, check=False)  # the kernel checks residues
+            return self._check_header(header.client_id, header.round_id, header.committee_id,
+                                      client_id), header.layout, view
+        if client_id is None:
+            raise AggregationError("raw ciphertexts carry no client id: pass client_id=")
+        return client_id, None, residue_view(submission, params, f"submission of {client_id!r}")
+
+    def _check_header(self, who: str, round_id: int, committee_id: bytes, client_id: str | None) -> str:
+        if committee_id != self.context.committee_id:
+            raise ShareBindingError(f"client {who!r} encrypted for another committee")
+        if round_id != self.round_id:
+            raise RoundMismatchError(f"client {who!r} sent an update for round {round_id}; this is round {self.round_id}")
+        if client_id is not None and client_id != who:
+            raise AggregationError(f"the update names client {who!r}, not {client_id!r}")
+        return who
+
+    # -- decryption ------------------------------------------------------------------------
+
+    def decryption_request(self) -> DecryptionRequest:
+        """Close the round and name what the committee is asked to decrypt."""
+        if self._request is None:
+            if len(self) < self.min_clients:
+                raise TooFewContributorsError(
+                    f"round {self.round_id} has {len(self)} contributions; at least {self.min_clients} are required")
+            assert self._accumulator is not None and self.layout is not None
+            contributions = [Contribution(k, v) for k, v in self._contributions.items()]
+            self._request = DecryptionRequest(self.context, self.round_id, self._accumulator, contributions,
+                                              self.layout.to_json())
+        return self._request
+
+    def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:
+        """Combine the committee's shares; return the weighted mean (or sum) in the clients' structure."""
+        request = self.decryption_request()
+        assert self.layout is not None
+        slots = combine(request, shares)
+        if self.layout.weighted:
+            mean, total = weighted_mean(slots, self.layout)
+            self.result = AggregateResult(unflatten(mean, self.layout), total, self.contributors, slots)
+        else:
+            self.result = AggregateResult(unflatten(slots, self.layout), None, self.contributors, slots)
+        return self.result.value
+
+    def __repr__(self) -> str:
+        state = "closed" if self._request is not None else "open"
+        return f"Aggregator(round {self.round_id}, {len(self)} contributions, {state})"
+
+
+def _envelope_kind(submission: object) -> int | None:
+    """The he_agg envelope kind of a byte submission, or None for anything else."""
+    if not isinstance(submission, (bytes, bytearray, memoryview)):
+        return None
+    head = bytes(memoryview(submission)[:8])
+    if len(head) < 8 or head[:4] != b"HEAG":
+        return None
+    return int.from_bytes(head[6:8], "little")
