@@ -169,8 +169,9 @@ def _meta(params: Params, length: int) -> dict[str, object]:
 
 
 def _envelope_view(data: object, params: Params, what: str = "he_agg ciphertext batch") -> tenseal.ResidueView:
+    """A zero-copy view of an envelope's residues, range-checked later (by the kernel or residues())."""
     env = open_envelope(data, Kind.CIPHERTEXT_BATCH, what)
-    return view_from_meta(env.meta, env.body, params, what, body_hash=env.body_hash)
+    return view_from_meta(env.meta, env.body, params, what, check=False, body_hash=env.body_hash)
 
 
 def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str, *, check: bool = True,
@@ -216,7 +217,7 @@ def residue_view(item: Submission, params: Params, what: str = "encrypted vector
         kind = bytes(memoryview(item)[6:8])  # type: ignore[arg-type]
         if kind == Kind.ENCRYPTED_UPDATE.to_bytes(2, "little"):  # an update's meta describes its batch too
             env = open_envelope(item, Kind.ENCRYPTED_UPDATE, what)
-            return view_from_meta(env.meta, env.body, params, what, body_hash=env.body_hash)
+            return view_from_meta(env.meta, env.body, params, what, check=False, body_hash=env.body_hash)
         return _envelope_view(item, params, what)
     return tenseal.read_vector(item, params, what)
 

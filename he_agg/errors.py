@@ -121,6 +121,13 @@ class VerificationError(PolicyError):
     """Recomputing the sum from the contributions does not give the requested digest."""
 
 
+# -- command line -------------------------------------------------------------------------
+
+
+class UsageError(HeAggError, ValueError):
+    """Options that cannot work together (the message says what to change)."""
+
+
 # -- the native core ---------------------------------------------------------------------
 
 

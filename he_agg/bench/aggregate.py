@@ -1,0 +1,452 @@
+"""Time summing K clients' encrypted vectors: TenSEAL's loop, he_agg native and numba, the memory floor.
+
+One run, the same inputs for everyone:
+
+* ``tenseal``: ``acc = ckks_vector_from(ctx, blobs[0]); acc += ckks_vector_from(ctx, b)`` for
+  the rest, on TenSEAL's own ``serialize()`` bytes (zstd): what TenSEAL users do;
+* ``native`` / ``numba``: ``CiphertextBatch.sum(inputs, params)`` with that kernel backend,
+  on the inputs in ``--format`` (parse and validate every input, then one summing pass);
+* ``floor``: plain numpy adding the same number of uint64 words from K pre-decoded,
+  aligned arrays, no validation and no modular reduction. Several formulations are
+  timed and the fastest is the floor (the hardest honest baseline).
+
+Times are minimums over ``--repeat`` runs (medians are reported too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from he_agg.bench import common
+from he_agg.bench.common import Timing, measure
+from he_agg.params import AGGREGATION, Params
+
+__all__ = [
+    "FORMATS",
+    "Workload",
+    "add_arguments",
+    "convert",
+    "encrypt_clients",
+    "floor_arrays",
+    "floor_methods",
+    "plot",
+    "render",
+    "run",
+    "tenseal_sum",
+]
+
+FORMATS = ("tenseal-zstd", "tenseal-raw", "he_agg")
+METHODS = ("tenseal", "native", "numba", "floor")
+
+
+# -- command-line interface ----------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``he-agg bench aggregate``."""
+    parser.add_argument("--clients", type=_positive_int, default=16, metavar="K",
+                        help="number of clients whose vectors are summed (default: 16)")
+    parser.add_argument("--values", type=_positive_int, default=65536, metavar="V",
+                        help="values per client vector (default: 65536)")
+    parser.add_argument("--repeat", type=_positive_int, default=3, metavar="R",
+                        help="timed runs per method; the minimum is reported (default: 3)")
+    parser.add_argument("--format", choices=FORMATS, default="tenseal-zstd",
+                        help="wire format of the inputs he_agg sums: tenseal-zstd is what "
+                             "CKKSVector.serialize() gives (default), tenseal-raw the same "
+                             "uncompressed, he_agg the CiphertextBatch envelope")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the plaintext data only (keys and encryption noise "
+                             "are always fresh); default: random, reported in the output")
+
+
+# -- setup ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """K clients' encrypted vectors as TenSEAL serializes them, and their plain sum."""
+
+    blobs: list[bytes]
+    plain_sum: np.ndarray
+    seconds: float
+
+
+def encrypt_clients(
+    ctx: Any, clients: int, values: int, rng: np.random.Generator,
+    on_client: Callable[[], object] | None = None,
+) -> Workload:
+    """Encrypt ``clients`` vectors of uniform [-1, 1] values with TenSEAL and serialize them."""
+    import time
+
+    import tenseal as ts
+
+    plain_sum = np.zeros(values)
+    blobs: list[bytes] = []
+    start = time.perf_counter()
+    with common.quiet_stdout():
+        for _ in range(clients):
+            x = rng.uniform(-1.0, 1.0, values)
+            plain_sum += x
+            blobs.append(ts.ckks_vector(ctx, x).serialize())
+            if on_client is not None:
+                on_client()
+    return Workload(blobs, plain_sum, time.perf_counter() - start)
+
+
+def convert(blob: bytes, fmt: str, params: Params) -> bytes:
+    """One TenSEAL blob in wire format ``fmt`` (a lossless re-encoding of the same ciphertexts)."""
+    from he_agg.ciphertext import CiphertextBatch
+
+    if fmt == "tenseal-zstd":
+        return blob
+    batch = CiphertextBatch.from_tenseal(blob, params)
+    if fmt == "tenseal-raw":
+        return batch.to_tenseal_bytes(compress=False)
+    if fmt == "he_agg":
+        return batch.to_bytes()
+    raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+
+
+def floor_arrays(inputs: Sequence[object], params: Params) -> np.ndarray:
+    """The inputs' residues decoded into one aligned (K, count, 2, L, N) uint64 array."""
+    from he_agg.ciphertext import residue_view
+
+    first = residue_view(inputs[0], params).residues(params)
+    stacked = np.empty((len(inputs),) + first.shape, dtype=np.uint64)
+    stacked[0] = first
+    for k in range(1, len(inputs)):
+        stacked[k] = residue_view(inputs[k], params).residues(params)
+    return stacked
+
+
+# -- the methods ---------------------------------------------------------------------------
+
+
+def tenseal_sum(ctx: Any, blobs: Sequence[bytes]) -> Any:
+    """TenSEAL users' aggregation: deserialize each vector and ``+=`` it into the first."""
+    import tenseal as ts
+
+    acc = ts.ckks_vector_from(ctx, blobs[0])
+    for blob in blobs[1:]:
+        acc += ts.ckks_vector_from(ctx, blob)
+    return acc
+
+
+def floor_methods(stacked: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
+    """Plain-numpy ways to add K uint64 arrays (no checks, no reduction): the floor's candidates.
+
+    * ``add-loop``: ``np.add(acc, x, out=acc)`` for each client's array (the textbook loop);
+    * ``add-reduce``: ``np.add.reduce`` over the stacked array;
+    * ``add-blocked``: the loop, one ciphertext at a time, so ``acc`` stays in cache
+      (the order the native kernel uses).
+    Each allocates its zeroed accumulator inside the timing, as ``CiphertextBatch.sum`` does.
+    """
+    shape = stacked.shape[1:]
+
+    def add_loop() -> np.ndarray:
+        acc = np.zeros(shape, dtype=np.uint64)
+        for x in stacked:
+            np.add(acc, x, out=acc)
+        return acc
+
+    def add_reduce() -> np.ndarray:
+        acc = np.zeros(shape, dtype=np.uint64)
+        np.add.reduce(stacked, axis=0, out=acc)
+        return acc
+
+    def add_blocked() -> np.ndarray:
+        acc = np.zeros(shape, dtype=np.uint64)
+        for c in range(shape[0]):
+            block = acc[c]
+            for x in stacked:
+                np.add(block, x[c], out=block)
+        return acc
+
+    return {"add-loop": add_loop, "add-reduce": add_reduce, "add-blocked": add_blocked}
+
+
+def _time_backends(backends: Sequence[str], inputs: Sequence[object], params: Params, repeat: int,
+                   on_run: Callable[[], object]) -> tuple[dict[str, Timing], dict[str, Any]]:
+    """``CiphertextBatch.sum`` per backend, runs interleaved round by round.
+
+    Interleaving gives every backend the same conditions (allocator and page-cache state
+    drift during a run: parsing zstd inputs allocates ~1 GB per sum), so the first
+    backend timed is not penalized. One untimed warm-up each (numba's JIT).
+    """
+    from he_agg.ciphertext import CiphertextBatch
+    from he_agg.hazmat import kernels
+
+    def total() -> CiphertextBatch:
+        return CiphertextBatch.sum(inputs, params)
+
+    runs: dict[str, list[float]] = {b: [] for b in backends}
+    results: dict[str, Any] = {}
+    for backend in backends:
+        with kernels.use_backend(backend):
+            CiphertextBatch.sum(inputs[:1], params)
+    for _ in range(repeat):
+        for backend in backends:
+            results[backend] = None
+            with kernels.use_backend(backend):
+                timing, results[backend] = measure(total, 1)
+            runs[backend] += timing.runs
+            on_run()
+    return {b: Timing(tuple(r)) for b, r in runs.items()}, results
+
+
+def _time_split(backends: Sequence[str], inputs: Sequence[object], params: Params,
+                repeat: int) -> dict[str, Timing]:
+    """Parse/locate every input (``residue_view``) vs the summing kernel alone, per backend."""
+    from he_agg.ciphertext import residue_view
+    from he_agg.hazmat import kernels
+
+    def parse() -> list[Any]:
+        return [residue_view(x, params, f"input {i}") for i, x in enumerate(inputs)]
+
+    split: dict[str, Timing] = {}
+    split["parse"], views = measure(parse, repeat)
+    sources = [(v.buffer, v.offsets) for v in views]
+    acc = np.zeros((views[0].count, 2, len(params.data_moduli), params.n), dtype=np.uint64)
+    for backend in backends:
+        with kernels.use_backend(backend):
+            split[backend] = measure(lambda: kernels.sum_ciphertexts(acc, sources, params.data_moduli),
+                                     repeat, setup=lambda: acc.fill(0))[0]
+    return split
+
+
+def _max_abs_error(batch: Any, ctx: Any, plain_sum: np.ndarray) -> float:
+    """Decrypt ``batch`` with the TenSEAL context's secret key; worst error against the plain sum."""
+    with common.quiet_stdout():
+        decrypted = np.asarray(batch.to_tenseal(ctx).decrypt())
+    return float(np.max(np.abs(decrypted - plain_sum)))
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def _memory_needed(clients: int, values: int, params: Params, fmt: str) -> int:
+    """Peak bytes, roughly: TenSEAL blobs, converted inputs, the floor's arrays, decoded views."""
+    count = -(-values // params.slots)
+    per_client = count * (2 * len(params.data_moduli) * params.n * 8 + 256)
+    copies = 3 if fmt == "tenseal-zstd" else 3.5
+    return int(copies * clients * per_client) + (256 << 20)
+
+
+def _time_tenseal(ctx: Any, work: Workload, repeat: int, bar: Any) -> tuple[Timing, float]:
+    """TenSEAL's loop on its own zstd blobs; also its result's worst decryption error."""
+    task = bar.add_task("timing TenSEAL's loop", total=repeat)
+    with common.quiet_stdout():
+        timing, acc = measure(lambda: tenseal_sum(ctx, work.blobs), repeat,
+                              on_run=lambda: bar.advance(task))
+        error = float(np.max(np.abs(np.asarray(acc.decrypt()) - work.plain_sum)))
+    return timing, error
+
+
+def _prepare_inputs(blobs: list[bytes], fmt: str, params: Params, bar: Any) -> list[bytes]:
+    """The inputs in ``fmt``; converted blobs are released from ``blobs`` as we go."""
+    if fmt == "tenseal-zstd":
+        return blobs
+    task = bar.add_task(f"converting to {fmt}", total=len(blobs))
+    inputs = []
+    for i in range(len(blobs)):
+        inputs.append(convert(blobs[i], fmt, params))
+        blobs[i] = b""
+        bar.advance(task)
+    return inputs
+
+
+def _time_floor(inputs: Sequence[object], params: Params, repeat: int, bar: Any) -> tuple[dict[str, Timing], tuple[int, ...]]:
+    """Every floor candidate on the decoded inputs; also the stacked array's shape."""
+    stacked = floor_arrays(inputs, params)
+    methods = floor_methods(stacked)
+    task = bar.add_task("timing the numpy floor", total=len(methods) * repeat)
+    floors = {name: measure(fn, repeat, on_run=lambda: bar.advance(task))[0] for name, fn in methods.items()}
+    return floors, stacked.shape
+
+
+def _time_he_agg(backends: Sequence[str], inputs: Sequence[object], params: Params, repeat: int,
+                 bar: Any) -> tuple[dict[str, Timing], dict[str, Any], dict[str, Timing]]:
+    """``CiphertextBatch.sum`` per backend (timings and results), then the parse/kernel split."""
+    task = bar.add_task(f"timing he_agg {' and '.join(backends)}", total=repeat * len(backends))
+    timings, results = _time_backends(backends, inputs, params, repeat, lambda: bar.advance(task))
+    task = bar.add_task("timing parse vs kernel", total=1)
+    split = _time_split(backends, inputs, params, repeat)
+    bar.advance(task)
+    return timings, results, split
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the inputs, time every method side by side and return the figures."""
+    import tenseal as ts
+
+    from he_agg.hazmat import kernels
+
+    params = AGGREGATION
+    clients, values, repeat, fmt = args.clients, args.values, args.repeat, args.format
+    backends = [b for b in ("native", "numba") if b in kernels.available_backends()]
+    if "native" not in backends:
+        raise common.BenchError("he_agg's native core is not built; reinstall he_agg "
+                                "(`pip install -e .` in a checkout) so that csrc/ compiles")
+    common.check_memory(_memory_needed(clients, values, params, fmt), "lower --clients or --values")
+    seed = args.seed if args.seed is not None else secrets.randbits(63)  # plaintext data only
+
+    with common.make_progress(common.progress_wanted(args.json)) as bar:
+        ctx = common.tenseal_context(params)
+        task = bar.add_task("encrypting with TenSEAL", total=clients)
+        work = encrypt_clients(ctx, clients, values, np.random.default_rng(seed),
+                               lambda: bar.advance(task))
+        t_tenseal, tenseal_error = _time_tenseal(ctx, work, repeat, bar)
+        sizes = {f: len(convert(work.blobs[0], f, params)) for f in FORMATS}
+        inputs = _prepare_inputs(work.blobs, fmt, params, bar)
+        input_bytes = sum(len(b) for b in inputs)
+        floors, shape = _time_floor(inputs, params, repeat, bar)
+        timings, results, split = _time_he_agg(backends, inputs, params, repeat, bar)
+        del inputs
+        native_error = _max_abs_error(results["native"], ctx, work.plain_sum)
+
+    floor_method = min(floors, key=lambda name: floors[name].best)
+    timings.update(tenseal=t_tenseal, floor=floors[floor_method])
+    return _report(
+        args=args, seed=seed, count=shape[1], residue_bytes=int(np.prod(shape)) * 8,
+        timings=timings, floors=floors, floor_method=floor_method, split=split, sizes=sizes,
+        input_bytes=input_bytes, setup_s=work.seconds, native_error=native_error,
+        tenseal_error=tenseal_error,
+        identical=(results["native"] == results["numba"]) if "numba" in results else None,
+        tenseal_version=ts.__version__,
+    )
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
+
+
+def _report(*, args: argparse.Namespace, seed: int, count: int, residue_bytes: int,
+            timings: dict[str, Timing], floors: dict[str, Timing], floor_method: str,
+            split: dict[str, Timing], sizes: dict[str, int], input_bytes: int, setup_s: float,
+            native_error: float, tenseal_error: float, identical: bool | None,
+            tenseal_version: str) -> dict[str, Any]:
+    """The flat result dict (the JSON object of ``--json``)."""
+    import numba
+
+    best = {m: (timings[m].best if m in timings else None) for m in METHODS}
+    median = {m: (timings[m].median if m in timings else None) for m in METHODS}
+    gb = residue_bytes / 1e9
+    values, clients = args.values, args.clients
+    result: dict[str, Any] = {
+        "clients": clients,
+        "values": values,
+        "ciphertexts_per_client": count,
+        "format": args.format,
+        "repeat": args.repeat,
+        "seed": seed,
+    }
+    for m in METHODS:
+        result[f"{m}_s"] = best[m]
+    result.update({
+        "speedup_vs_tenseal": _ratio(best["tenseal"], best["native"]),
+        "fraction_of_floor": _ratio(best["floor"], best["native"]),
+        "numba_speedup_vs_tenseal": _ratio(best["tenseal"], best["numba"]),
+        "numba_fraction_of_floor": _ratio(best["floor"], best["numba"]),
+        "parse_s": split["parse"].best,
+        "kernel_s": split["native"].best,
+        "numba_kernel_s": split["numba"].best if "numba" in split else None,
+        "floor_method": floor_method,
+        "floor_candidates_s": {name: t.best for name, t in floors.items()},
+    })
+    for m in METHODS:
+        result[f"{m}_median_s"] = median[m]
+    result.update({
+        "parse_median_s": split["parse"].median,
+        "kernel_median_s": split["native"].median,
+        "residue_bytes": residue_bytes,
+        **{f"{m}_gb_per_s": _ratio(gb, best[m]) for m in METHODS},
+        "bytes_per_value": input_bytes / (clients * values),
+        "tenseal_bytes_per_value": sizes["tenseal-zstd"] / values,
+        "tenseal_raw_bytes_per_value": sizes["tenseal-raw"] / values,
+        "he_agg_bytes_per_value": sizes["he_agg"] / values,
+        "max_abs_error": native_error,
+        "tenseal_max_abs_error": tenseal_error,
+        "backends_bit_identical": identical,
+        "setup_encrypt_s": setup_s,
+        **common.machine_info(),
+        "he_agg_version": common.he_agg_version(),
+        "tenseal_version": tenseal_version,
+        "numpy_version": np.__version__,
+        "numba_version": numba.__version__,
+    })
+    return result
+
+
+# -- presentation --------------------------------------------------------------------------
+
+_LABELS = {"tenseal": "TenSEAL (deserialize, +=)", "native": "he_agg native",
+           "numba": "he_agg numba", "floor": "numpy floor"}
+
+
+def _title(result: dict[str, Any]) -> str:
+    return (f"Summing {result['clients']} clients x {result['values']:,} values "
+            f"({result['format']} inputs, min of {result['repeat']})")
+
+
+def render(result: dict[str, Any]) -> Any:
+    """The human-readable view: one row per method, then the derived figures."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=_title(result), caption="GB/s: residue bytes summed per second; "
+                  "vs floor: floor_s / method_s (1.0 = memory speed)")
+    table.add_column("method", no_wrap=True)
+    for name in ("min s", "median s", "GB/s", "vs floor", "vs TenSEAL"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for m in METHODS:
+        if result[f"{m}_s"] is None:
+            continue
+        label = m + (f" ({result['floor_method']})" if m == "floor" else "")
+        table.add_row(label, f"{result[f'{m}_s']:.4f}", f"{result[f'{m}_median_s']:.4f}",
+                      f"{result[f'{m}_gb_per_s']:.2f}",
+                      f"{result['floor_s'] / result[f'{m}_s']:.2f}",
+                      f"{result['tenseal_s'] / result[f'{m}_s']:.1f}x")
+    keys = ["format", "parse_s", "kernel_s", "numba_kernel_s", "floor_candidates_s", "bytes_per_value",
+            "tenseal_bytes_per_value", "he_agg_bytes_per_value", "max_abs_error",
+            "tenseal_max_abs_error", "backends_bit_identical", "setup_encrypt_s", "cpu_model",
+            "cpu_count", "he_agg_version", "tenseal_version", "seed"]
+    details = common.key_value_table({k: result[k] for k in keys})
+    return Group(table, "", details)
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """A horizontal bar chart of seconds per method, annotated with residue GB/s."""
+    plt = common.require_matplotlib()
+    colors = {"tenseal": "#9e9e9e", "native": "#1f77b4", "numba": "#6baed6", "floor": "#2ca02c"}
+    rows = [(_LABELS[m], result[f"{m}_s"], colors[m]) for m in METHODS if result[f"{m}_s"] is not None]
+    rows.insert(2, ("native: kernel only", result["kernel_s"], "#aec7e8"))  # after native
+    gb = result["residue_bytes"] / 1e9
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.6))
+    bars = ax.barh([r[0] for r in rows], [r[1] for r in rows], color=[r[2] for r in rows])
+    ax.invert_yaxis()
+    for bar, (_, secs, _) in zip(bars, rows):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f"  {secs:.3f} s, {gb / secs:.1f} GB/s", va="center", fontsize=9)
+    seconds = [r[1] for r in rows]
+    ax.set_xlim(0, max(seconds) * 1.45)
+    ax.set_xlabel("seconds (minimum over runs; lower is better)")
+    ax.set_title(_title(result), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""The ``he-agg`` command line: end-to-end runs on a tiny size, help, errors, the command registry."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from he_agg import cli
+from he_agg.bench import aggregate, common
+from he_agg.errors import FormatError
+
+TINY = ["bench", "aggregate", "--clients", "3", "--values", "5000", "--repeat", "1", "--seed", "7"]
+TIMES = ["tenseal_s", "native_s", "numba_s", "floor_s", "parse_s", "kernel_s"]
+REQUIRED = TIMES + ["speedup_vs_tenseal", "fraction_of_floor", "numba_fraction_of_floor",
+                    "bytes_per_value", "tenseal_bytes_per_value", "he_agg_bytes_per_value",
+                    "max_abs_error", "backends_bit_identical", "clients", "values",
+                    "ciphertexts_per_client", "format", "repeat", "cpu_count", "he_agg_version",
+                    "tenseal_version", "floor_method"]
+
+
+@pytest.fixture(scope="module")
+def json_run() -> dict[str, Any]:
+    """The real entry point in a fresh process: stdout must be exactly one JSON object."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "he_agg.cli", *TINY, "--format", "tenseal-raw", "--json"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # fails if TenSEAL's C++ warning leaked into stdout
+
+
+def test_json_has_the_figures(json_run: dict[str, Any]) -> None:
+    assert set(REQUIRED) <= json_run.keys()
+    for key in TIMES:
+        assert math.isfinite(json_run[key]) and json_run[key] > 0, key
+    assert json_run["max_abs_error"] < 1e-6
+    assert json_run["bytes_per_value"] > 0 and json_run["he_agg_bytes_per_value"] > 0
+    assert json_run["backends_bit_identical"] is True
+    assert (json_run["clients"], json_run["values"], json_run["ciphertexts_per_client"]) == (3, 5000, 2)
+    assert json_run["format"] == "tenseal-raw" and json_run["seed"] == 7
+    assert json_run["speedup_vs_tenseal"] == pytest.approx(json_run["tenseal_s"] / json_run["native_s"])
+    assert json_run["fraction_of_floor"] == pytest.approx(json_run["floor_s"] / json_run["native_s"])
+    assert json_run["floor_s"] == min(json_run["floor_candidates_s"].values())
+
+
+def test_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "aggregate.png"
+    assert cli.main([*TINY, "--format", "he_agg", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "native" in out and "floor" in out and "max_abs_error" in out
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["bench", "--help"], ["bench", "aggregate", "--help"], ["--version"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "bench" in out and "--clients" in out and "--json" in out and "--plot" in out
+    assert "he-agg " in out  # --version
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "aggregate", "--clients", "0"], "--clients: must be at least 1"),
+        (["bench", "aggregate", "--values", "many"], "expected a whole number"),
+        (["bench", "aggregate", "--format", "protobuf"], "invalid choice: 'protobuf'"),
+        (["bench"], "required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _refuse_to_run(args: Any) -> dict[str, Any]:
+    raise AssertionError("the command should have been refused before running")
+
+
+def test_he_agg_error_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(args: Any) -> dict[str, Any]:
+        raise FormatError("input 3: truncated protobuf varint")
+
+    monkeypatch.setattr(aggregate, "run", broken)
+    assert cli.main(["bench", "aggregate"]) == 2
+    err = capsys.readouterr().err
+    assert err == "he-agg: error: input 3: truncated protobuf varint\n"
+
+
+def test_missing_matplotlib_fails_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(aggregate, "run", _refuse_to_run)
+    assert cli.main(["bench", "aggregate", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install he_agg[plot]" in capsys.readouterr().err
+
+
+def test_unwritable_plot_path_fails_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(aggregate, "run", _refuse_to_run)
+    assert cli.main(["bench", "aggregate", "--plot", str(tmp_path / "missing" / "x.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_too_little_memory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(common, "available_memory", lambda: 1 << 20)
+    assert cli.main(["bench", "aggregate", "--clients", "2", "--values", "10"]) == 2
+    assert "lower --clients or --values" in capsys.readouterr().err
+
+
+def test_a_command_is_one_registry_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    module = types.ModuleType("he_agg_fake_command", "Say how many (a test command).")
+    module.add_arguments = lambda parser: parser.add_argument("--count", type=int, default=1)  # type: ignore[attr-defined]
+    module.run = lambda args: {"count": args.count}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli.COMMANDS, ("demo",), module.__name__)
+    assert cli.main(["demo", "--count", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"count": 5}
+    assert cli.main(["demo"]) == 0  # default view: a key/value table
+    assert "count" in capsys.readouterr().out
+
+
+def test_registered_commands_have_the_interface() -> None:
+    for words, name in cli.COMMANDS.items():
+        module = __import__(name, fromlist=["run"])
+        assert callable(module.add_arguments) and callable(module.run), words
+        assert (module.__doc__ or "").strip(), f"{name} needs a docstring: its first line is the help"
+
+
+def test_quiet_stdout_silences_native_writes(capfd: pytest.CaptureFixture[str]) -> None:
+    with common.quiet_stdout():
+        os.write(1, b"WARNING from C++\n")
+    os.write(1, b"after\n")
+    assert capfd.readouterr().out == "after\n"
+
+
+def test_measure_reports_min_and_median() -> None:
+    ticks = iter(range(10))
+    timing, result = common.measure(lambda: next(ticks), 3)
+    assert result == 2 and len(timing.runs) == 3
+    assert timing.best == min(timing.runs) and timing.median == sorted(timing.runs)[1]
+    with pytest.raises(ValueError):
+        common.measure(lambda: None, 0)
