@@ -5,6 +5,12 @@ Run:  pytest benchmarks/bench_kernels.py --benchmark-enable -p no:cacheprovider
 
 The sum is compared with numpy's "memory floor": for s in sources: np.add(acc, s, out=acc)
 over aligned uint64 arrays of the same size, which neither validates nor reduces.
+
+The tenseal_* benchmarks sum 64 clients x 64 ciphertexts of (2, 2, 8192) words (1 GiB of
+sources) three ways: segmented as TenSEAL stores them (zstd raw blocks: 131072 - 97, 131072
+and 97 bytes of residues, each behind a 3-byte block header, at arbitrary alignment),
+contiguous (the same words, one aligned run per ciphertext) and the numpy floor. They
+need ~2.2 GiB of memory.
 """
 
 from __future__ import annotations
@@ -37,6 +43,37 @@ def sum_inputs() -> tuple[np.ndarray, list[tuple[bytes, np.ndarray]], list[np.nd
     return _residues(rng, shape, Q2), sources, aligned
 
 
+TS_SOURCES, TS_COUNT = 64, 64
+TS_SPLIT = (131072 - 97, 131072, 97)  # residue bytes per raw block of one ciphertext
+TS_HEAD = 9 + 3 + 97  # zstd frame header, block header, SEAL ciphertext header
+
+
+@pytest.fixture(scope="module")
+def tenseal_inputs() -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """acc, segmented sources, and the same residues as aligned arrays."""
+    rng = np.random.default_rng(4)
+    acc = _residues(rng, (TS_COUNT, 2), Q2)
+    ct_bytes = acc[0].nbytes
+    aligned, segmented = [], []
+    for s in range(TS_SOURCES):
+        a = _residues(rng, (TS_COUNT, 2), Q2)
+        words = a.reshape(TS_COUNT, -1).view(np.uint8)
+        blob = np.zeros(s % 7 + TS_COUNT * (TS_HEAD + 4 + 2 * 3 + ct_bytes), dtype=np.uint8)
+        segments = np.zeros((TS_COUNT, len(TS_SPLIT), 2), dtype=np.uint64)
+        pos = s % 7  # protobuf framing: any alignment
+        for c in range(TS_COUNT):
+            pos += TS_HEAD + c % 5
+            start = 0
+            for k, length in enumerate(TS_SPLIT):
+                pos += 3 if k else 0
+                blob[pos : pos + length] = words[c, start : start + length]
+                segments[c, k] = (pos, length)
+                pos, start = pos + length, start + length
+        aligned.append(a)
+        segmented.append((blob, segments))
+    return acc, segmented, aligned
+
+
 @pytest.fixture(params=FAST)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     with kernels.use_backend(request.param):
@@ -60,6 +97,29 @@ def test_sum_numpy_memory_floor(benchmark, sum_inputs) -> None:  # type: ignore[
             np.add(acc, s, out=acc)
 
     benchmark.extra_info["source_bytes"] = SUM_SOURCES * acc.nbytes
+    benchmark(floor)
+
+
+@pytest.mark.parametrize("layout", ["segmented", "contiguous"])
+def test_sum_tenseal(benchmark, backend: str, layout: str, tenseal_inputs) -> None:  # type: ignore[no-untyped-def]
+    acc0, segmented, aligned = tenseal_inputs
+    acc = acc0.copy()
+    offsets = acc[0].nbytes * np.arange(TS_COUNT, dtype=np.uint64)
+    sources = segmented if layout == "segmented" else [(a, offsets) for a in aligned]
+    kernels.sum_ciphertexts(acc, sources[:1], Q2)  # warm up (numba compiles)
+    benchmark.extra_info["source_bytes"] = TS_SOURCES * acc.nbytes
+    benchmark(kernels.sum_ciphertexts, acc, sources, Q2)
+
+
+def test_sum_tenseal_numpy_memory_floor(benchmark, tenseal_inputs) -> None:  # type: ignore[no-untyped-def]
+    acc0, _, aligned = tenseal_inputs
+    acc = acc0.copy()
+
+    def floor() -> None:
+        for s in aligned:
+            np.add(acc, s, out=acc)
+
+    benchmark.extra_info["source_bytes"] = TS_SOURCES * acc.nbytes
     benchmark(floor)
 
 

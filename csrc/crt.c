@@ -28,26 +28,32 @@ int heagg_crt_to_double(double *out, const uint64_t *data, size_t rows, size_t n
     if (!heagg_mul_size(rows, nmod, &words) || !heagg_mul_size(words, n, &words))
         return HEAGG_ERR_ARGUMENT;
     if (rows != 0 && (out == NULL || data == NULL)) return HEAGG_ERR_ARGUMENT;
-    heagg_barrett br[HEAGG_MAX_NMOD];
+    /* Constants are fixed per call: multiply by them with Shoup's precomputed quotients
+     * (one mulhi, two multiplies, one conditional subtraction) instead of 128-bit
+     * Barrett. Digit 0 needs no multiply: P_0 = 1. */
+    uint64_t w[HEAGG_MAX_NMOD * HEAGG_MAX_NMOD], wp[HEAGG_MAX_NMOD * HEAGG_MAX_NMOD];
     for (size_t l = 0; l < nmod; l++) {
-        br[l] = heagg_barrett_make(moduli[l]);
         for (size_t j = 0; j <= l; j++) {
-            if (crt[l * nmod + j] >= moduli[l]) return HEAGG_ERR_ARGUMENT;
+            const uint64_t c = crt[l * nmod + j];
+            if (c >= moduli[l]) return HEAGG_ERR_ARGUMENT;
+            w[l * nmod + j] = c;
+            wp[l * nmod + j] = heagg_shoup(c, moduli[l]);
         }
     }
     for (size_t r = 0; r < rows; r++) {
         const uint64_t *row = data + r * nmod * n;
         for (size_t i = 0; i < n; i++) {
             uint64_t y[HEAGG_MAX_NMOD];
-            for (size_t l = 0; l < nmod; l++) {
-                const heagg_barrett *b = &br[l];
+            y[0] = row[i];
+            for (size_t l = 1; l < nmod; l++) {
+                const uint64_t q = moduli[l];
                 uint64_t s = 0;
-                for (size_t j = 0; j < l; j++) {
-                    const uint64_t yj = heagg_reduce64(y[j], b);
-                    s = heagg_add_mod(s, heagg_mul_mod(yj, crt[l * nmod + j], b), b->q);
+                for (size_t j = 0; j < l; j++) {  /* y_j < q_j may exceed q_l: Shoup takes any x */
+                    const uint64_t t = heagg_cond_sub(heagg_mul_shoup_lazy(y[j], w[l * nmod + j], wp[l * nmod + j], q), q);
+                    s = heagg_add_mod(s, t, q);
                 }
-                y[l] = heagg_mul_mod(heagg_sub_mod(row[l * n + i], s, b->q),
-                                     crt[l * nmod + l], b);
+                const uint64_t diff = heagg_sub_mod(row[l * n + i], s, q);
+                y[l] = heagg_cond_sub(heagg_mul_shoup_lazy(diff, w[l * nmod + l], wp[l * nmod + l], q), q);
             }
             int negative = 0;
             for (size_t l = nmod; l-- > 0;) {

@@ -59,6 +59,21 @@ int heagg_sum_ciphertexts(uint64_t *acc, size_t count, size_t polys, size_t nmod
                           const uint64_t *offsets, size_t nsrc, heagg_fault *fault);
 
 /*
+ * As heagg_sum_ciphertexts, but source s, ciphertext c is the concatenation of nseg byte
+ * segments (TenSEAL's zstd frames of raw blocks: the words are split over a few blocks,
+ * each behind a 3-byte header). Segment k of (s, c) is at byte offset
+ * segments[2 * ((s * count + c) * nseg + k)] from bases[s], its length the next word.
+ * The lengths of one (s, c) add up to polys*nmod*n*8 (else HEAGG_ERR_ARGUMENT, nothing
+ * touched); zero-length segments are allowed (padding); a word may straddle two or more
+ * segments. Only bytes inside the segments are read. Validation, lazy reduction,
+ * rollback and the fault reported are exactly those of heagg_sum_ciphertexts (fault->word
+ * counts words of the concatenation).
+ */
+int heagg_sum_segmented(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                        const uint64_t *moduli, const uint8_t *const *bases,
+                        const uint64_t *segments, size_t nseg, size_t nsrc, heagg_fault *fault);
+
+/*
  * SEAL-compatible negacyclic NTT, in place on (rows, nmod, n).
  * Forward:  natural-order input, bit-reversed output, no scaling:
  *           out[j] = sum_i a[i] * psi^((2*bitrev(j)+1)*i) mod q.

@@ -237,9 +237,13 @@ def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
         return residue_digest(params, view.length, view.body_hash)
     if isinstance(view.buffer, np.ndarray):
         return residue_digest(params, view.length, body_hash(memoryview(np.ascontiguousarray(view.buffer)).cast("B")))
-    size = 2 * len(params.data_moduli) * params.n * 8
-    whole = memoryview(view.buffer).cast("B")
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    for offset in view.offsets.tolist():
-        hasher.update(whole[offset : offset + size])
+    whole = memoryview(view.buffer).cast("B")
+    if view.offsets.ndim == 1:
+        size = 2 * len(params.data_moduli) * params.n * 8
+        for offset in view.offsets.tolist():
+            hasher.update(whole[offset : offset + size])
+    else:
+        for offset, length in view.offsets.reshape(-1, 2).tolist():
+            hasher.update(whole[offset : offset + length])
     return residue_digest(params, view.length, hasher.digest())

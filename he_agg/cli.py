@@ -32,8 +32,8 @@ __all__ = ["COMMANDS", "GROUPS", "build_parser", "main"]
 #: Command words -> implementing module. One line per command.
 COMMANDS: dict[tuple[str, ...], str] = {
     ("bench", "aggregate"): "he_agg.bench.aggregate",
-    # ("bench", "decrypt"): "he_agg.bench.decrypt",
-    # ("bench", "e2e"): "he_agg.bench.e2e",
+    ("bench", "decrypt"): "he_agg.bench.decrypt",
+    ("bench", "e2e"): "he_agg.bench.e2e",
     ("demo",): "he_agg.demo",
 }
 

@@ -10,19 +10,14 @@ import numpy as np
 
 from he_agg.ciphertext import CiphertextBatch
 from he_agg.hazmat import ckks, kernels
-from he_agg.hazmat.wire import seal, tenseal as tw
+from he_agg.hazmat.wire import tenseal as tw
 from he_agg.params import Params
 
 
 def tenseal_secret_key(ctx, params: Params) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The context's secret key, NTT form at the key level, shape (L_all, N)."""
     data = ctx.serialize(save_public_key=False, save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
-    view = memoryview(data)
-    top = tw._scan(view, {1: {2}, 2: {2}, 3: {2}, 4: {0}}, "context")
-    private = next(f for f in top if f.number == 3)
-    sub = view[private.value : private.end]
-    key = next(f for f in tw._scan(sub, {1: {2}, 2: {0}, 3: {0}}, "private") if f.number == 1)
-    return seal.read_plaintext(sub[key.value : key.end], params, "secret key")
+    return tw.read_secret_key(data, params)
 
 
 def phase(batch: CiphertextBatch, secret: np.ndarray) -> np.ndarray:

@@ -153,7 +153,7 @@ def test_corrupt_residue_rejected_and_sum_intact(committee: he_agg.Committee, tw
     env = open_envelope(two_updates[1].to_bytes(), Kind.ENCRYPTED_UPDATE, "t")
     body = np.frombuffer(env.body, dtype=np.uint64).copy()
     body[-1] = ctx.params.data_moduli[-1]  # the last residue equals its prime: re-sealed, checksum valid
-    forged = seal_envelope(Kind.ENCRYPTED_UPDATE, env.meta._data, body)
+    forged = seal_envelope(Kind.ENCRYPTED_UPDATE, env.meta.as_dict(), body)
     with pytest.raises(ResidueRangeError):
         agg.add(forged)
     agg.add(two_updates[1])  # the honest resubmission still works, and nothing was lost

@@ -7,6 +7,7 @@ selection. NTT tests live in test_ntt.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -313,6 +314,272 @@ def test_sum_rejects_bad_arguments() -> None:
         kernels.sum_ciphertexts(ro, [buf], (17,))
     with pytest.raises(ParameterError):
         kernels.sum_ciphertexts(np.zeros((1, 1, 1, 6), dtype=np.uint64), [buf], (17,))
+
+
+# -- sum_ciphertexts over segmented sources (TenSEAL's zstd raw blocks) ---------------------
+
+TENSEAL_CUTS = (131072 - 97, 2 * 131072 - 97)  # raw blocks of a (2, 2, 8192) ciphertext
+
+
+def pack_segments(cts: np.ndarray, rng: np.random.Generator, cuts: Sequence[Sequence[int]],
+                  shuffle: bool = True) -> tuple[bytes, np.ndarray]:
+    """Ciphertexts (count, polys, nmod, n) into one bytes object as segments: ciphertext c
+    is cut at the sorted byte positions cuts[c] (repeats make zero-length segments); the
+    pieces follow a 1-byte head, each after 0-3 junk bytes (3 if not shuffle), in random
+    order (in order if not shuffle). Returns (bytes, segments of shape (count, nseg, 2))."""
+    pieces = []
+    for c, ct in enumerate(cts):
+        blob = ct.astype("<u8").tobytes()
+        bounds = [0, *cuts[c], len(blob)]
+        pieces += [(c, k, blob[a:b]) for k, (a, b) in enumerate(itertools.pairwise(bounds))]
+    order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
+    segments = np.zeros((len(cts), len(cuts[0]) + 1, 2), dtype=np.uint64)
+    parts, pos = [b"\x99"], 1
+    for index in order:
+        c, k, piece = pieces[index]
+        gap = int(rng.integers(0, 4)) if shuffle else 3
+        parts += [b"\xee" * gap, piece]
+        pos += gap
+        segments[c, k] = (pos, len(piece))
+        pos += len(piece)
+    return b"".join(parts), segments
+
+
+def random_cuts(rng: np.random.Generator, ct_bytes: int, count: int, nseg: int) -> list[list[int]]:
+    """nseg - 1 cut points per ciphertext: uniform, inside a word (odd), or repeated."""
+    out = []
+    for _ in range(count):
+        cuts: list[int] = []
+        for _ in range(nseg - 1):
+            kind = int(rng.integers(0, 3))
+            if kind == 2 and cuts:
+                cuts.append(cuts[-1])  # a zero-length segment
+            elif kind == 1:
+                cuts.append(min(8 * int(rng.integers(0, ct_bytes // 8)) + 1 + 2 * int(rng.integers(0, 3)), ct_bytes))
+            else:
+                cuts.append(int(rng.integers(0, ct_bytes + 1)))
+        out.append(sorted(cuts))
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    moduli=st.sampled_from(MODULI_SETS),
+    nsrc=st.integers(1, 20),
+    count=st.integers(1, 3),
+    polys=st.integers(1, 2),
+    n=st.sampled_from([2, 8, 64, 4096]),
+    near=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sum_segmented_matches_big_ints(moduli: tuple[int, ...], nsrc: int, count: int, polys: int,
+                                        n: int, near: float, seed: int) -> None:
+    """Random cut points (odd bytes, zero-length segments, 1-5 segments), sources of either
+    kind in one call: every backend equals the big-int sum and the contiguous path."""
+    rng = np.random.default_rng(seed)
+    shape = (count, polys, len(moduli), n)
+    ct_bytes = polys * len(moduli) * n * 8
+    acc = residues(rng, shape, moduli, near)
+    cts = [residues(rng, shape, moduli, near) for _ in range(nsrc)]
+    kinds = rng.integers(0, 6, size=nsrc)  # 0: offsets, else that many segments
+    sources = [pack(c, rng, 1) if k == 0 else pack_segments(c, rng, random_cuts(rng, ct_bytes, count, k))
+               for c, k in zip(cts, kinds)]
+    contiguous = [pack(c, rng, 3) for c in cts]
+    expected = big_sum(acc, cts, moduli)
+    for name in BACKENDS:
+        got, flat = acc.copy(), acc.copy()
+        with kernels.use_backend(name):
+            kernels.sum_ciphertexts(got, sources, moduli)
+            kernels.sum_ciphertexts(flat, contiguous, moduli)
+        assert np.array_equal(got, expected), name
+        assert np.array_equal(got, flat), name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    nsrc=st.integers(1, 12),
+    n=st.sampled_from([8, 64, 4096]),
+    nbad=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sum_segmented_random_faults(nsrc: int, n: int, nbad: int, seed: int) -> None:
+    """Bad words anywhere, random segmentations: every backend names the canonical fault
+    and leaves acc as it was."""
+    moduli = P61
+    rng = np.random.default_rng(seed)
+    shape = (2, 2, len(moduli), n)
+    acc = residues(rng, shape, moduli, near=0.5)
+    cts = [residues(rng, shape, moduli, near=0.5) for _ in range(nsrc)]
+    faults = []
+    for _ in range(nbad):
+        s, word = int(rng.integers(0, nsrc)), int(rng.integers(0, cts[0].size))
+        c, p, l, i = np.unravel_index(word, shape)
+        value = int(rng.integers(moduli[l], 2**64, dtype=np.uint64))
+        cts[s][c, p, l, i] = np.uint64(value)
+        faults.append((s, word, f"source {s}, ciphertext {c}, polynomial {p}, prime {l}, coefficient {i}: "))
+    s0, w0, _ = min(faults)
+    expected = next(text for s, w, text in faults if (s, w) == (s0, w0))
+    expected += f"residue {int(cts[s0].reshape(-1)[w0])} "
+    ct_bytes = cts[0][0].nbytes
+    sources = [pack(c, rng, 1) if rng.random() < 0.3 else
+               pack_segments(c, rng, random_cuts(rng, ct_bytes, 2, int(rng.integers(1, 6)))) for c in cts]
+    for name in BACKENDS:
+        got = acc.copy()
+        with kernels.use_backend(name), pytest.raises(ResidueRangeError) as info:
+            kernels.sum_ciphertexts(got, sources, moduli)
+        assert expected in str(info.value), (name, expected, str(info.value))
+        assert np.array_equal(got, acc), name
+
+
+def test_sum_segmented_byte_pieces(backend: str) -> None:
+    """Every word straddles eight 1-byte segments, with zero-length ones around them."""
+    moduli = SEAL60[:2]
+    rng = np.random.default_rng(21)
+    shape = (2, 1, 2, 8)
+    acc = residues(rng, shape, moduli, near=0.5)
+    cts = [residues(rng, shape, moduli, near=0.5) for _ in range(6)]
+    cuts = [[0, 0, *range(1, 128), 128, 128]] * 2
+    sources = [pack_segments(c, rng, cuts) for c in cts]
+    got = acc.copy()
+    kernels.sum_ciphertexts(got, sources, moduli)
+    assert np.array_equal(got, big_sum(acc, cts, moduli))
+
+
+def _zstd_raw_segments(frame: bytes, base: int, skip: int) -> list[tuple[int, int]]:
+    """(offset, length) of the raw blocks of the zstd frame at frame[base:], dropping the
+    first `skip` payload bytes (SEAL's ciphertext header)."""
+    assert frame[base : base + 4] == b"\x28\xb5\x2f\xfd"
+    fhd = frame[base + 4]
+    single = (fhd >> 5) & 1
+    pos = base + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    pos += (single, 2, 4, 8)[fhd >> 6]
+    out, last = [], 0
+    while not last:
+        header = int.from_bytes(frame[pos : pos + 3], "little")
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        assert kind == 0, "TenSEAL-like data is stored in raw blocks"
+        take = min(skip, size)
+        out.append((pos + 3 + take, size - take))
+        skip -= take
+        pos += 3 + size
+    return out
+
+
+def test_sum_zstd_raw_blocks(backend: str) -> None:
+    """Sum straight out of real zstd frames (as SEAL writes them: a 97-byte header, then
+    the residues), one frame per ciphertext, zero-copy."""
+    zstandard = pytest.importorskip("zstandard")
+    moduli = SEAL60[:2]
+    rng = np.random.default_rng(23)
+    shape = (2, 2, 2, 8192)
+    acc = residues(rng, shape, moduli)
+    cts = [residues(rng, shape, moduli) for _ in range(5)]
+    sources = []
+    for ct in cts:
+        blob, segments = b"\x0a\x05junk", []
+        for c in range(ct.shape[0]):
+            frame = zstandard.ZstdCompressor(level=3).compress(bytes(97) + ct[c].tobytes())
+            segments.append(_zstd_raw_segments(blob + frame, len(blob), 97))
+            blob += frame
+        sources.append((blob, np.array(segments, dtype=np.uint64)))
+    assert [length for _, length in sources[0][1][0].tolist()] == [131072 - 97, 131072, 97]
+    got = acc.copy()
+    kernels.sum_ciphertexts(got, sources, moduli)
+    assert np.array_equal(got, big_sum(acc, cts, moduli))
+
+
+def _segmented_sources(cts: Sequence[np.ndarray]) -> list[tuple[bytes, np.ndarray]]:
+    """TenSEAL-like raw-block splits (3-byte gaps, odd offsets); sources 1 and 6 contiguous."""
+    rng = np.random.default_rng(0)
+    flat = _sources(cts)
+    return [flat[s] if s in (1, 6) else pack_segments(c, rng, [TENSEAL_CUTS] * c.shape[0], shuffle=False)
+            for s, c in enumerate(cts)]
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ((0, 0, 0, 0, 0), "q"),                # the very first word
+        ((3, 1, 0, 1, 8179), "q"),             # straddles the first block boundary
+        ((8, 0, 1, 1, 8179), "max"),           # straddles the second, in a tail source
+        ((5, 1, 0, 1, 8000), "max"),           # read in place inside a block that straddles
+        ((2, 1, 1, 1, 8191), "q"),             # the last word, in the 97-byte block
+    ],
+)
+def test_sum_segmented_bad_residue_rolls_back(backend: str, where: tuple[int, int, int, int, int],
+                                              value: str) -> None:
+    moduli, acc, cts, qs = _fault_setup()
+    s, c, p, l, i = where
+    bad = int(qs[l]) if value == "q" else 2**64 - 1
+    cts[s][c, p, l, i] = np.uint64(bad)
+    before = acc.copy()
+    with pytest.raises(ResidueRangeError) as info:
+        kernels.sum_ciphertexts(acc, _segmented_sources(cts), moduli)
+    msg = str(info.value)
+    for part in (f"source {s}", f"ciphertext {c}", f"polynomial {p}", f"prime {l}",
+                 f"coefficient {i}", str(bad)):
+        assert part in msg, (part, msg)
+    assert np.array_equal(acc, before)
+
+
+def test_sum_segmented_fault_is_canonical_across_backends() -> None:
+    moduli, acc, cts, qs = _fault_setup()
+    cts[1][0, 0, 0, 5] = qs[0]                      # early word of a higher (contiguous) source
+    cts[0][1, 1, 1, 8179] = qs[1]                   # straddling, late
+    cts[0][1, 0, 1, 8179] = qs[1] + np.uint64(3)    # straddling, the lowest bad word
+    messages = set()
+    for name in BACKENDS:
+        with kernels.use_backend(name):
+            got = acc.copy()
+            with pytest.raises(ResidueRangeError) as info:
+                kernels.sum_ciphertexts(got, _segmented_sources(cts), moduli)
+            assert np.array_equal(got, acc), name
+            messages.add(str(info.value))
+    assert len(messages) == 1
+    assert f"source 0, ciphertext 1, polynomial 0, prime 1, coefficient 8179: residue {qs[1] + 3}" in messages.pop()
+
+
+def test_sum_segments_out_of_bounds(backend: str) -> None:
+    moduli = (17, 97)
+    acc = np.zeros((3, 1, 2, 4), dtype=np.uint64)
+    ct_bytes = 2 * 4 * 8
+    buf = bytes(3 * ct_bytes + 5)
+    good = np.array([[[1 + ct_bytes * c, 30], [31 + ct_bytes * c, 34]] for c in range(3)], dtype=np.uint64)
+
+    def edited(c: int, k: int, field: int, value: int, dtype: type = np.uint64) -> np.ndarray:
+        g = good.astype(dtype)
+        g[c, k, field] = value
+        return g
+
+    cases = [
+        (edited(2, 1, 0, len(buf) - 33), "ciphertext 2: segment 1 .* runs past the end"),
+        (edited(1, 0, 0, 2**64 - 1), "ciphertext 1: segment 0 .* runs past the end"),
+        (edited(1, 0, 1, 2**64 - 1), "ciphertext 1: segment 0 .* runs past the end"),
+        (edited(0, 1, 0, len(buf) + 1) * np.array([1, 0], dtype=np.uint64), "ciphertext 0: segment 1"),
+        (edited(1, 1, 0, -8, np.int64), "ciphertext 1: segment 1 has a negative offset"),
+        (edited(0, 1, 1, 33), "ciphertext 0: the segments hold 63 bytes"),
+        (edited(2, 0, 1, 31), "ciphertext 2: the segments hold 65 bytes"),
+        (np.zeros((3, 0, 2), dtype=np.uint64), "ciphertext 0: the segments hold 0 bytes"),
+    ]
+    for segs, where in cases:
+        with pytest.raises(FormatError, match=f"source 1, {where}"):
+            kernels.sum_ciphertexts(acc, [(buf, good), (buf, segs)], moduli)
+    for segs in (good[:2], good[:, :, :1], good.astype(np.float64)):
+        with pytest.raises(ParameterMismatchError, match="source 0: segments"):
+            kernels.sum_ciphertexts(acc, [(buf, segs)], moduli)
+    assert not acc.any()
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="native core not built")
+def test_native_segments_must_add_up() -> None:
+    """The C core refuses, untouched, segments that do not add up to one ciphertext."""
+    from he_agg.hazmat.kernels import _native
+
+    acc = np.ones((1, 1, 1, 8), dtype=np.uint64)
+    segs = np.array([[[[0, 32], [32, 31]]]], dtype=np.uint64)
+    with pytest.raises(ParameterError, match="sum_segmented"):
+        _native.sum_segmented(acc, [np.zeros(64, np.uint8)], segs, (17,))
+    assert (acc == 1).all()
 
 
 # -- moduli validation ---------------------------------------------------------------------

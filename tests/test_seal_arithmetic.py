@@ -105,3 +105,26 @@ def test_fresh_noise_within_model(ctx, params: Params) -> None:  # type: ignore[
     total = decrypted_coefficients(CiphertextBatch.sum(zeros, params), key)
     assert np.abs(total).max() <= model.bound(20, params.n)
     assert total.std() <= math.sqrt(20 * model.fresh_variance_proxy())
+
+
+@pytest.mark.parametrize("n", [8, 16, 64])
+def test_decode_matches_the_slot_definition(n: int) -> None:
+    """Slot i = m(ζ^(3^i mod 2N)), ζ = e^{iπ/N}, real part — evaluated directly."""
+    from he_agg.hazmat.ckks import decode
+
+    m = np.random.default_rng(n).standard_normal((3, n))
+    zeta = np.exp(1j * np.pi / n)
+    expected = np.empty((3, n // 2))
+    for i in range(n // 2):
+        point = zeta ** pow(3, i, 2 * n)
+        expected[:, i] = (m @ point ** np.arange(n)).real
+    assert np.allclose(decode(m), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("magnitude", [10, 2**58, 2**62])
+def test_signed_to_rns_both_paths(magnitude: int, params: Params) -> None:
+    values = np.random.default_rng(magnitude % 97).integers(-magnitude, magnitude, (2, 64), dtype=np.int64)
+    values[0, :3] = [0, -1, magnitude - 1]
+    out = signed_to_rns(values, params.data_moduli)
+    for l, q in enumerate(params.data_moduli):
+        assert [int(x) for x in out[:, l].reshape(-1)] == [int(v) % q for v in values.reshape(-1)]

@@ -299,3 +299,18 @@ def test_sizes_and_ciphertexts_disagree(raw_vector: bytes, params: Params) -> No
 def test_errors_share_one_root() -> None:
     for exc in (FormatError, ResidueRangeError, ParameterMismatchError, UnsupportedCiphertextError):
         assert issubclass(exc, HeAggError) and issubclass(exc, ValueError)
+
+
+def test_tenseal_zstd_blobs_are_read_in_place(ctx, params: Params) -> None:  # type: ignore[no-untyped-def]
+    """At 60-bit primes TenSEAL's zstd frames store residues raw: no decompression, no copy."""
+    vec = ts.ckks_vector(ctx, np.linspace(-1, 1, 4200).tolist())
+    blob = vec.serialize()
+    view = tw.read_vector(blob, params)
+    assert view.buffer.obj is blob and view.offsets.shape == (2, 3, 2)  # 3 segments per ciphertext
+    assert not view.checked  # left for the summing kernel
+    assert np.array_equal(view.residues(params), CiphertextBatch.from_tenseal(vec, params).data)
+
+
+def test_compressed_zstd_frames_are_decompressed(kat: dict, small_params: Params) -> None:
+    view = tw.read_vector(kat["vector"], small_params)  # 40-bit primes: zstd really compresses
+    assert isinstance(view.buffer, np.ndarray) and view.offsets.ndim == 1

@@ -21,34 +21,62 @@ __all__ = ["decode", "signed_to_rns", "slot_indices"]
 @lru_cache(maxsize=8)
 def slot_indices(n: int) -> np.ndarray:
     """j such that SEAL's slot i is the evaluation at ζ^(2j+1), for i in [0, N/2)."""
-    exponents = np.empty(n // 2, dtype=np.int64)
-    power = 1
-    for i in range(n // 2):
-        exponents[i] = power
-        power = power * 3 % (2 * n)
+    exponents = _slot_exponents(n)
     out = (exponents - 1) // 2
     out.setflags(write=False)
     return out
 
 
+def _slot_exponents(n: int) -> np.ndarray:
+    exponents = np.empty(n // 2, dtype=np.int64)
+    power = 1
+    for i in range(n // 2):
+        exponents[i] = power
+        power = power * 3 % (2 * n)
+    return exponents
+
+
 @lru_cache(maxsize=8)
-def _twist(n: int) -> np.ndarray:
-    out = np.exp(1j * np.pi * np.arange(n) / n)
-    out.setflags(write=False)
-    return out
+def _half_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Twist ζ^k (k < N/2) and, per slot, the index j into the half-size transform.
+
+    For real m, m(ζ^e) with e ≡ 1 (mod 4), e = 4j+1, equals Σ_{k<N/2} (m_k + i·m_{k+N/2})·ζ^k·ω^{jk}
+    with ω = ζ^4 (because ζ^{eN/2} = i): one complex FFT of size N/2. An exponent
+    e ≡ 3 (mod 4) is the conjugate of the evaluation at 2N − e ≡ 1 (mod 4), and a real
+    slot only needs the real part, which conjugation keeps.
+    """
+    exponents = _slot_exponents(n)
+    folded = np.where(exponents % 4 == 1, exponents, 2 * n - exponents)
+    index = (folded - 1) // 4
+    twist = np.exp(1j * np.pi * np.arange(n // 2) / n)
+    twist.setflags(write=False)
+    index.setflags(write=False)
+    return twist, index
 
 
 def decode(coefficients: np.ndarray) -> np.ndarray:
     """Real slot values of polynomials given as float coefficients, shape (..., N) → (..., N/2)."""
     n = coefficients.shape[-1]
-    evaluations = np.fft.ifft(coefficients * _twist(n), axis=-1) * n
-    return evaluations[..., slot_indices(n)].real.copy()
+    half = n // 2
+    twist, index = _half_plan(n)
+    packed = (coefficients[..., :half] + 1j * coefficients[..., half:]) * twist
+    evaluations = np.fft.ifft(packed, axis=-1) * half
+    return evaluations.real[..., index]
 
 
 def signed_to_rns(values: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:
     """Small signed integers (int64, shape (..., N)) → residues (..., L, N) modulo each prime."""
     values = np.asarray(values, dtype=np.int64)
     out = np.empty(values.shape[:-1] + (len(moduli), values.shape[-1]), dtype=np.uint64)
+    if values.size == 0:
+        return out
+    small = max(-int(values.min()), int(values.max())) < min(moduli)
+    if small:  # v mod q is v, or v + q (mod 2^64) when v < 0: add q under the sign mask
+        unsigned = values.view(np.uint64)
+        sign = (values >> 63).view(np.uint64)  # all ones where v < 0
+        for l, q in enumerate(moduli):
+            np.add(unsigned, sign & np.uint64(q), out=out[..., l, :])
+        return out
     for l, q in enumerate(moduli):
         out[..., l, :] = np.mod(values, np.int64(q)).astype(np.uint64)
     return out

@@ -212,14 +212,13 @@ def _byte_view(buf: Any, index: int) -> np.ndarray:
     return np.frombuffer(view.cast("B"), dtype=np.uint8)
 
 
-def _source_offsets(offsets: Any, index: int, count: int, nbytes: int, ct_bytes: int) -> np.ndarray:
-    o = np.asarray(offsets)
+def _source_offsets(o: np.ndarray, index: int, count: int, nbytes: int, ct_bytes: int) -> np.ndarray:
     if o.size == 0:
         o = o.astype(np.uint64)  # np.asarray([]) is float64
     if o.shape != (count,) or o.dtype.kind not in "ui":
         raise ParameterMismatchError(
-            f"source {index}: offsets must be {count} integers (one per ciphertext), "
-            f"got {o.dtype} {o.shape}"
+            f"source {index}: expected {count} integer offsets (one per ciphertext) or "
+            f"({count}, nseg, 2) integer segments, got {o.dtype} {o.shape}"
         )
     if o.dtype.kind == "i" and count and int(o.min()) < 0:
         c = int(np.flatnonzero(o < 0)[0])
@@ -235,10 +234,75 @@ def _source_offsets(offsets: Any, index: int, count: int, nbytes: int, ct_bytes:
     return o
 
 
+def _source_segments(g: np.ndarray, index: int, count: int, nbytes: int, ct_bytes: int) -> np.ndarray:
+    """Check a (count, nseg, 2) table of (byte offset, byte length) segments."""
+    if g.shape[0] != count or g.shape[2] != 2 or (g.size and g.dtype.kind not in "ui"):
+        raise ParameterMismatchError(
+            f"source {index}: segments must be ({count}, nseg, 2) integers "
+            f"(byte offset, byte length), got {g.dtype} {g.shape}"
+        )
+    if g.dtype.kind == "i" and g.size and int(g.min()) < 0:
+        c, k, field = (int(x[0]) for x in np.nonzero(g < 0))
+        raise FormatError(
+            f"source {index}, ciphertext {c}: segment {k} has a negative "
+            f"{('offset', 'length')[field]} {int(g[c, k, field])}"
+        )
+    g = g.astype(np.uint64, copy=False)
+    size = np.uint64(nbytes)
+    offs, lens = g[..., 0], g[..., 1]
+    outside = (lens > size) | (offs > size - np.minimum(lens, size))  # offs + lens > nbytes
+    if outside.any():
+        c, k = (int(x[0]) for x in np.nonzero(outside))
+        raise FormatError(
+            f"source {index}, ciphertext {c}: segment {k} (offset {int(offs[c, k])}, "
+            f"{int(lens[c, k])} bytes) runs past the end of the {nbytes}-byte buffer"
+        )
+    # every length <= nbytes, so the sums are exact in uint64 unless nseg * nbytes is huge
+    exact = g.shape[1] * nbytes < 2**64
+    totals = lens.sum(axis=1, dtype=np.uint64 if exact else object)
+    wrong = np.flatnonzero(totals != ct_bytes)
+    if wrong.size:
+        c = int(wrong[0])
+        raise FormatError(
+            f"source {index}, ciphertext {c}: the segments hold {int(totals[c])} bytes; "
+            f"one ciphertext is {ct_bytes}"
+        )
+    return g
+
+
+def _segment_table(layouts: list[np.ndarray], count: int, ct_bytes: int) -> np.ndarray:
+    """Every source's layout as (nsrc, count, nseg, 2) segments: offsets become one
+    segment, shorter tables are padded with zero-length segments."""
+    nseg = max(1 if g.ndim == 1 else g.shape[1] for g in layouts)
+    table = np.zeros((len(layouts), count, nseg, 2), dtype=np.uint64)
+    for s, g in enumerate(layouts):
+        if g.ndim == 1:
+            table[s, :, 0, 0] = g
+            table[s, :, 0, 1] = ct_bytes
+        else:
+            table[s, :, : g.shape[1]] = g
+    return table
+
+
+def _read_word(buf: np.ndarray, layout: np.ndarray, pos: int) -> int:
+    """The little-endian word at byte `pos` of one ciphertext: layout is its offset or
+    its (nseg, 2) segments."""
+    if layout.ndim == 0:
+        return int.from_bytes(buf[int(layout) + pos : int(layout) + pos + 8].tobytes(), "little")
+    out, start = b"", 0
+    for off, length in layout.tolist():
+        lo, hi = max(pos, start), min(pos + 8, start + length)
+        if lo < hi:
+            out += buf[off + lo - start : off + hi - start].tobytes()
+        start += length
+    return int.from_bytes(out, "little")
+
+
 def _fault(
-    fault: tuple[int, int], acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray,
+    fault: tuple[int, int], acc: np.ndarray, bufs: list[np.ndarray], layout: np.ndarray,
     moduli: tuple[int, ...],
 ) -> ResidueRangeError:
+    """layout: (nsrc, count) offsets or (nsrc, count, nseg, 2) segments."""
     source, word = fault
     _, polys, nmod, n = acc.shape
     c, within = divmod(word, polys * nmod * n)
@@ -247,8 +311,7 @@ def _fault(
     if source == len(bufs):
         value, where = int(acc[c, p, l, i]), "the accumulator"
     else:
-        start = int(offsets[source, c]) + 8 * within
-        value, where = int.from_bytes(bufs[source][start : start + 8].tobytes(), "little"), f"source {source}"
+        value, where = _read_word(bufs[source], layout[source, c], 8 * within), f"source {source}"
     return ResidueRangeError(
         f"{where}, ciphertext {c}, polynomial {p}, prime {l}, coefficient {i}: residue "
         f"{value} is not below its prime {moduli[l]} (corrupt or forged data)"
@@ -261,11 +324,19 @@ def sum_ciphertexts(
     """acc += every source, elementwise mod q, in one validated pass.
 
     acc: uint64 C-contiguous (count, polys, nmod, n), every word < its prime.
-    sources: (buffer, offsets) pairs; ciphertext c of a source is polys*nmod*n
-    little-endian uint64 words at byte offsets[c] of buffer (any alignment).
-    Raises FormatError if an offset runs past its buffer, ResidueRangeError (naming
-    source, ciphertext, polynomial, prime and coefficient) if a word is not below its
-    prime -- and then acc is exactly as it was before the call.
+    sources: (buffer, layout) pairs. Ciphertext c of a source is polys*nmod*n
+    little-endian uint64 words (ct_bytes = polys*nmod*n*8 bytes) of buffer, laid out as
+    either
+      * offsets, shape (count,): the words are contiguous at byte offsets[c]; or
+      * segments, shape (count, nseg, 2) of (byte offset, byte length): the words are the
+        concatenation of segments[c, 0], segments[c, 1], ... (e.g. the raw blocks of a
+        zstd frame); lengths add up to ct_bytes, zero-length segments are allowed, and
+        words may straddle segments.
+    Any alignment; both kinds may be mixed in one call; nothing is copied.
+    Raises FormatError if an offset or segment runs past its buffer or the segments of a
+    ciphertext do not add up to ct_bytes, ResidueRangeError (naming source, ciphertext,
+    polynomial, prime and coefficient) if a word is not below its prime -- and then acc
+    is exactly as it was before the call.
     """
     mods = _moduli(moduli)
     if not isinstance(acc, np.ndarray) or acc.ndim != 4:
@@ -275,17 +346,30 @@ def sum_ciphertexts(
     ct_bytes = polys * nmod * n * 8
     srcs = list(sources)
     bufs: list[np.ndarray] = []
-    offsets = np.empty((len(srcs), count), dtype=np.uint64)
+    layouts: list[np.ndarray] = []
+    offsets = np.empty((len(srcs), count), dtype=np.uint64)  # used if no source is segmented
+    segmented = False
     for index, entry in enumerate(srcs):
-        buf, offs = entry
+        buf, layout = entry
         view = _byte_view(buf, index)
-        offsets[index] = _source_offsets(offs, index, count, view.nbytes, ct_bytes)
+        g = np.asarray(layout)
+        if g.ndim == 3:
+            layouts.append(_source_segments(g, index, count, view.nbytes, ct_bytes))
+            segmented = True
+        else:
+            layouts.append(_source_offsets(g, index, count, view.nbytes, ct_bytes))
+            offsets[index] = layouts[-1]
         bufs.append(view)
     if not bufs or count == 0 or ct_bytes == 0:
         return
-    fault = _impl().sum_ciphertexts(acc, bufs, offsets, mods)
+    if segmented:
+        table = _segment_table(layouts, count, ct_bytes)
+        fault = _impl().sum_segmented(acc, bufs, table, mods)
+    else:
+        table = offsets
+        fault = _impl().sum_ciphertexts(acc, bufs, table, mods)
     if fault is not None:
-        raise _fault(fault, acc, bufs, offsets, mods)
+        raise _fault(fault, acc, bufs, table, mods)
 
 
 # -- NTT ---------------------------------------------------------------------------------

@@ -61,22 +61,47 @@ def _dims(a: np.ndarray) -> tuple[int, int, int]:
 # -- sum -------------------------------------------------------------------------------------
 
 
+def _bases(bufs: list[np.ndarray]) -> tuple[list[Any], Any]:
+    """The sources' base pointers; keep the first element alive until the call returns."""
+    keep = [ffi.from_buffer("uint8_t[]", b) for b in bufs]
+    return keep, ffi.new("const uint8_t *[]", keep)
+
+
+def _fault(rc: int, fault: Any, what: str) -> tuple[int, int] | None:
+    if rc == lib.HEAGG_ERR_RESIDUE:
+        return int(fault.source), int(fault.word)
+    _check(rc, what)
+    return None
+
+
 def sum_ciphertexts(
     acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
     """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored."""
     count, polys, nmod, n = acc.shape
-    keep = [ffi.from_buffer("uint8_t[]", b) for b in bufs]  # alive until the call returns
-    bases = ffi.new("const uint8_t *[]", keep)
+    keep, bases = _bases(bufs)
     fault = ffi.new("heagg_fault *")
     rc = lib.heagg_sum_ciphertexts(
         _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
         bases, _ptr(offsets), len(bufs), fault,
     )
-    if rc == lib.HEAGG_ERR_RESIDUE:
-        return int(fault.source), int(fault.word)
-    _check(rc, "sum_ciphertexts")
-    return None
+    del keep
+    return _fault(rc, fault, "sum_ciphertexts")
+
+
+def sum_segmented(
+    acc: np.ndarray, bufs: list[np.ndarray], segments: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """As sum_ciphertexts; segments is (nsrc, count, nseg, 2): byte offset, byte length."""
+    count, polys, nmod, n = acc.shape
+    keep, bases = _bases(bufs)
+    fault = ffi.new("heagg_fault *")
+    rc = lib.heagg_sum_segmented(
+        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
+        bases, _ptr(segments), segments.shape[2], len(bufs), fault,
+    )
+    del keep
+    return _fault(rc, fault, "sum_segmented")
 
 
 # -- NTT -------------------------------------------------------------------------------------

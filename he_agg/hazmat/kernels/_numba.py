@@ -3,8 +3,9 @@
 Same algorithms and bit-identical results. numba has no 128-bit integers, so 64x64->128
 products are assembled from 32-bit limbs. Source words at odd byte offsets are read
 through a uint64 view of the byte slice: plain unaligned loads, which x86-64 and AArch64
-allow (assembling words byte by byte was 4-5x slower). Every constant is a np.uint64: mixing uint64
-with a signed int makes numba compute in float64.
+allow (assembling words byte by byte was 4-5x slower). A ciphertext split over several
+segments (sum_segmented) is first gathered into one scratch ciphertext. Every constant
+is a np.uint64: mixing uint64 with a signed int makes numba compute in float64.
 Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
 """
 
@@ -87,65 +88,116 @@ def _first_bad_acc(acc, qs, n):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def _add_source(acc, buf, offs, qs, n):  # type: ignore[no-untyped-def]
-    """acc += one source mod q, one row (prime) of n words at a time: validate the row,
-    then add it. On a bad word undo this source's earlier rows and return the word's
-    flat index, else -1."""
-    count, ct_words = acc.shape
+def _add_words(acc_c, words, qs, n):  # type: ignore[no-untyped-def]
+    """acc_c += words mod q for one ciphertext, one row (prime) of n words at a time:
+    validate the row, then add it. On a bad word undo the earlier rows and return the
+    word's index, else -1."""
     nmod = qs.shape[0]
-    for c in range(count):
-        base = np.int64(offs[c])
-        words = buf[base : base + 8 * ct_words].view(np.uint64)  # unaligned: plain loads
-        for row in range(ct_words // n):
-            q = qs[row % nmod]
-            lo = row * n
-            bad = False
+    for row in range(acc_c.shape[0] // n):
+        q = qs[row % nmod]
+        lo = row * n
+        bad = False
+        for i in range(lo, lo + n):
+            bad |= words[i] >= q
+        if bad:
+            _sub_words(acc_c, words, qs, n, lo)
             for i in range(lo, lo + n):
-                bad |= words[i] >= q
-            if bad:
-                for i in range(lo, lo + n):
-                    if words[i] >= q:
-                        _sub_source(acc, buf, offs, qs, n, c * ct_words + lo)
-                        return c * ct_words + i
-            for i in range(lo, lo + n):
-                acc[c, i] = _cond_sub(acc[c, i] + words[i], q)
+                if words[i] >= q:
+                    return i
+        for i in range(lo, lo + n):
+            acc_c[i] = _cond_sub(acc_c[i] + words[i], q)
     return _SUM_SENTINEL
 
 
 @_jit
-def _sub_source(acc, buf, offs, qs, n, limit):  # type: ignore[no-untyped-def]
-    """acc -= the first `limit` flat words of one (validated) source, mod q."""
-    count, ct_words = acc.shape
+def _sub_words(acc_c, words, qs, n, limit):  # type: ignore[no-untyped-def]
+    """acc_c -= the first `limit` (a multiple of n, validated) words mod q."""
     nmod = qs.shape[0]
-    for c in range(count):
-        base = np.int64(offs[c])
-        words = buf[base : base + 8 * ct_words].view(np.uint64)
-        for row in range(ct_words // n):
-            q = qs[row % nmod]
-            lo = row * n
-            if c * ct_words + lo >= limit:
-                return
-            for i in range(lo, lo + n):
-                acc[c, i] = _sub_mod(acc[c, i], words[i], q)
+    for row in range(limit // n):
+        q = qs[row % nmod]
+        for i in range(row * n, row * n + n):
+            acc_c[i] = _sub_mod(acc_c[i], words[i], q)
 
 
-def sum_ciphertexts(
-    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+@_jit
+def _apply(acc_c, words, qs, n, undo):  # type: ignore[no-untyped-def]
+    """_add_words, or (undo) subtract every word."""
+    if undo:
+        _sub_words(acc_c, words, qs, n, acc_c.shape[0])
+        return _SUM_SENTINEL
+    return _add_words(acc_c, words, qs, n)
+
+
+@_jit
+def _gather(buf, segs, out):  # type: ignore[no-untyped-def]
+    """Concatenate the byte segments (offset, length) of one ciphertext into out."""
+    pos = np.int64(0)
+    for k in range(segs.shape[0]):
+        off, length = np.int64(segs[k, 0]), np.int64(segs[k, 1])
+        whole = length - length % 8  # copied as unaligned words: 2.3x faster than a slice copy
+        dst = out[pos : pos + whole].view(np.uint64)
+        src = buf[off : off + whole].view(np.uint64)
+        for j in range(whole // 8):
+            dst[j] = src[j]
+        for j in range(whole, length):
+            out[pos + j] = buf[off + j]
+        pos += length
+
+
+@_jit
+def _source(acc, buf, segs, qs, n, scratch, ncts, undo):  # type: ignore[no-untyped-def]
+    """acc += (undo: acc -=) the first `ncts` ciphertexts of one source mod q. Words are
+    read in place when one segment holds the whole ciphertext, else gathered into
+    scratch. Adding stops at the first bad word: that ciphertext is left unchanged and
+    the word's flat index returned (the caller undoes the earlier ones); else -1."""
+    ct_words = acc.shape[1]
+    ct_bytes = 8 * ct_words
+    for c in range(ncts):
+        whole = np.int64(-1)
+        for k in range(segs.shape[1]):
+            if np.int64(segs[c, k, 1]) == ct_bytes:
+                whole = np.int64(segs[c, k, 0])
+        if whole >= 0:  # unaligned: plain loads
+            bad = _apply(acc[c], buf[whole : whole + ct_bytes].view(np.uint64), qs, n, undo)
+        else:
+            _gather(buf, segs[c], scratch)
+            bad = _apply(acc[c], scratch.view(np.uint64), qs, n, undo)
+        if bad >= 0:
+            return c * ct_words + bad
+    return _SUM_SENTINEL
+
+
+def sum_segmented(
+    acc: np.ndarray, bufs: list[np.ndarray], segments: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
-    """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored."""
+    """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored.
+
+    segments: (nsrc, count, nseg, 2) uint64, (byte offset, byte length) of each segment.
+    """
     count, polys, nmod, n = acc.shape
     flat = acc.reshape(count, polys * nmod * n)
     qs = tables.moduli_array(moduli)
     bad = _first_bad_acc(flat, qs, n)
     if bad >= 0:
         return len(bufs), int(bad)
-    for s, (buf, offs) in enumerate(zip(bufs, offsets)):
-        bad = _add_source(flat, buf, offs, qs, n)
+    scratch = np.empty(flat[0].nbytes, dtype=np.uint8)
+    for s, (buf, segs) in enumerate(zip(bufs, segments)):
+        bad = _source(flat, buf, segs, qs, n, scratch, count, False)
         if bad >= 0:
+            _source(flat, buf, segs, qs, n, scratch, int(bad) // flat.shape[1], True)
             for prev in range(s - 1, -1, -1):
-                _sub_source(flat, bufs[prev], offsets[prev], qs, n, flat.size)
+                _source(flat, bufs[prev], segments[prev], qs, n, scratch, count, True)
             return s, int(bad)
     return None
+
+
+def sum_ciphertexts(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """The contiguous case: each ciphertext is one segment."""
+    ct_bytes = acc[0].nbytes if acc.shape[0] else 0
+    segments = np.stack([offsets, np.full_like(offsets, ct_bytes)], axis=-1)[:, :, None, :]
+    return sum_segmented(acc, bufs, np.ascontiguousarray(segments), moduli)
 
 
 # -- NTT ------------------------------------------------------------------------------------------

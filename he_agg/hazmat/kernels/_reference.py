@@ -40,6 +40,16 @@ def sum_ciphertexts(
     acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
     """acc += sum of the sources mod q; on a bad word return (source, flat word), acc untouched."""
+    ct_bytes = acc[0].nbytes if acc.shape[0] else 0
+    segments = np.stack([offsets, np.full_like(offsets, ct_bytes)], axis=-1)[:, :, None, :]
+    return sum_segmented(acc, bufs, segments, moduli)
+
+
+def sum_segmented(
+    acc: np.ndarray, bufs: list[np.ndarray], segments: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """As sum_ciphertexts; ciphertext c of source s is the concatenation of the byte
+    segments (offset, length) in segments[s, c] (shape (nsrc, count, nseg, 2))."""
     count, polys, nmod, n = acc.shape
     qs = np.broadcast_to(tables.moduli_array(moduli).reshape(1, nmod, 1), (polys, nmod, n))
     ct_words = polys * nmod * n
@@ -47,10 +57,10 @@ def sum_ciphertexts(
     if bad is not None:
         return len(bufs), bad
     total = acc.copy()
-    for s, (buf, offs) in enumerate(zip(bufs, offsets)):
+    for s, (buf, segs) in enumerate(zip(bufs, segments)):
         for c in range(count):
-            words = np.frombuffer(buf, dtype=_U64, count=ct_words, offset=int(offs[c]))
-            words = words.reshape(polys, nmod, n)
+            blob = b"".join(buf[o : o + length].tobytes() for o, length in segs[c].tolist())
+            words = np.frombuffer(blob, dtype=_U64, count=ct_words).reshape(polys, nmod, n)
             bad = _first_bad(words, qs)
             if bad is not None:
                 return s, c * ct_words + bad

@@ -180,6 +180,10 @@ class Meta:
                 raise FormatError(f"{self._what}: field {key!r} holds {item!r}, outside [{lo}, {hi}]")
         return list(value)
 
+    def as_dict(self) -> dict[str, Any]:
+        """A deep copy of the meta as plain JSON values (for tools that re-seal envelopes)."""
+        return json.loads(json.dumps(self._data))
+
     def raw(self, key: str) -> Any:
         """An unvalidated value, for callers that validate structure themselves."""
         return self._get(key)

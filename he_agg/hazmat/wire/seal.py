@@ -40,6 +40,7 @@ __all__ = [
     "ciphertext_bytes",
     "decode_ciphertext",
     "locate_ciphertext",
+    "locate_raw_zstd_ciphertext",
     "read_encryption_parameters",
     "read_header",
     "read_plaintext",
@@ -180,9 +181,9 @@ def _zstd_prefix(body: memoryview, what: str) -> memoryview:
 
 
 def _check_ciphertext_prefix(payload: memoryview, params: Params, what: str, *, full: bool = True) -> None:
-    """Validate the fields of a ciphertext payload (its first CT_DATA_OFFSET bytes at least).
+    """Validate the fields of a ciphertext payload from its first CT_DATA_OFFSET bytes.
 
-    With ``full`` the payload is complete and the nested array header is checked against it.
+    ``full=False`` stops after the fields that explain a wrong size (for error messages).
     """
     parms_id, is_ntt, size, n, nmod, scale, correction = _CT_PREFIX.unpack_from(payload)
     expected_nmod = len(params.data_moduli)
@@ -223,9 +224,11 @@ def _check_ciphertext_prefix(payload: memoryview, params: Params, what: str, *, 
         raise FormatError(f"{what}: residue array holds {count} words, expected {words}")
     if not full:
         return
-    dyn_header = read_header(dyn, f"{what} (residue array)")  # must fill the payload exactly
-    if dyn_header.compression != COMPR_NONE:
-        raise FormatError(f"{what}: nested residue array must be uncompressed")
+    magic, header_size, major, _minor, compression, reserved, size = HEADER.unpack_from(dyn)
+    if (magic, header_size, major, compression, reserved) != (MAGIC, HEADER.size, VERSION[0], COMPR_NONE, 0):
+        raise FormatError(f"{what}: bad header on the nested residue array")
+    if size != HEADER.size + _COUNT.size + 8 * words:
+        raise FormatError(f"{what}: nested residue array declares {size} bytes, expected {HEADER.size + 8 + 8 * words}")
 
 
 def locate_ciphertext(blob: memoryview, params: Params, what: str) -> int:
@@ -239,6 +242,82 @@ def locate_ciphertext(blob: memoryview, params: Params, what: str) -> int:
         raise ValueError("locate_ciphertext needs an uncompressed ciphertext; use decode_ciphertext")
     _ciphertext_payload(blob, header, params, what)
     return HEADER.size + CT_DATA_OFFSET
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_MAX_BLOCK = 128 * 1024
+
+
+def _zstd_raw_blocks(body: memoryview, expected: int) -> list[tuple[int, int]] | None:
+    """(offset, length) in ``body`` of each block of a zstd frame made only of raw blocks.
+
+    RFC 8878: magic, frame header descriptor, optional window descriptor, no dictionary,
+    optional content size, then blocks with 3-byte headers (bit 0 last, bits 1-2 type,
+    0 = raw/stored, bits 3-23 size). Returns None — and the caller decompresses with the
+    full decoder, which reports any error — for anything else: compressed or RLE blocks,
+    a content checksum (which only the decoder verifies), a dictionary, a size mismatch.
+    """
+    if len(body) < 6 or bytes(body[:4]) != _ZSTD_MAGIC:
+        return None
+    descriptor = body[4]
+    size_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+    if descriptor & 0b1000 or descriptor & 0b100 or descriptor & 0b11:  # reserved, checksum, dictionary
+        return None
+    pos = 5 + (0 if single_segment else 1)
+    size_bytes = (1 if single_segment else 0, 2, 4, 8)[size_flag]
+    if size_bytes:
+        if pos + size_bytes > len(body):
+            return None
+        declared = int.from_bytes(body[pos : pos + size_bytes], "little") + (256 if size_bytes == 2 else 0)
+        if declared != expected:
+            return None
+        pos += size_bytes
+    blocks, total = [], 0
+    while True:
+        if pos + 3 > len(body):
+            return None
+        header = int.from_bytes(body[pos : pos + 3], "little")
+        pos += 3
+        kind, size = (header >> 1) & 3, header >> 3
+        if kind != 0 or size > _ZSTD_MAX_BLOCK or pos + size > len(body):
+            return None
+        blocks.append((pos, size))
+        pos += size
+        total += size
+        if header & 1:
+            break
+    if pos != len(body) or total != expected:
+        return None
+    return blocks
+
+
+def locate_raw_zstd_ciphertext(blob: memoryview, params: Params, what: str) -> list[tuple[int, int]] | None:
+    """Residue byte segments (offset, length in ``blob``) of a zstd ciphertext stored raw.
+
+    TenSEAL's zstd frames at 60-bit primes hold only raw blocks (the residues do not
+    compress), so the residues can be summed where they lie, zero-copy, at the cost of a
+    word straddling each block boundary. The payload's fields are validated here; the
+    residues are NOT range-checked (the summing kernel does it). None: not stored raw.
+    """
+    header = read_header(blob, what)
+    if header.compression != COMPR_ZSTD:
+        return None
+    expected = CT_DATA_OFFSET + ciphertext_bytes(params)
+    blocks = _zstd_raw_blocks(blob[HEADER.size : header.size], expected)
+    if blocks is None:
+        return None
+    segments = [(HEADER.size + offset, length) for offset, length in blocks]
+    prefix = bytearray()
+    residue_segments = []
+    skip = CT_DATA_OFFSET
+    for offset, length in segments:
+        take = min(skip, length)
+        prefix += blob[offset : offset + take]
+        skip -= take
+        if length > take:
+            residue_segments.append((offset + take, length - take))
+    _check_ciphertext_prefix(memoryview(bytes(prefix)), params, what)
+    return residue_segments
 
 
 def decode_ciphertext(blob: memoryview, params: Params, out: np.ndarray, what: str, *, check: bool = True) -> None:

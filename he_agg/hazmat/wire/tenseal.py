@@ -31,6 +31,7 @@ __all__ = [
     "ResidueView",
     "read_context",
     "read_context_params",
+    "read_secret_key",
     "read_vector",
     "write_context",
     "write_vector",
@@ -129,10 +130,12 @@ def _as_view(data: object, what: str) -> memoryview:
 class ResidueView:
     """Where the validated residues of one encrypted vector are, copied only if needed.
 
-    Ciphertext c's 2·L·N little-endian words start at byte ``offsets[c]`` of ``buffer``.
-    For an uncompressed TenSEAL blob, ``buffer`` is the blob itself (zero copy, residues
-    not yet range-checked: the summing kernel checks them in the same pass). For a
-    compressed one, ``buffer`` is an aligned (count, 2, L, N) array already checked.
+    Ciphertext c's 2·L·N little-endian words start at byte ``offsets[c]`` of ``buffer``
+    (``offsets`` of shape (count,)), or are the concatenation of byte segments
+    ``offsets[c, k] = (offset, length)`` (shape (count, nseg, 2): TenSEAL's raw-block zstd
+    frames). For TenSEAL blobs ``buffer`` is the blob itself (zero copy); for compressed
+    frames it is an aligned (count, 2, L, N) array. ``checked`` says whether the residues
+    were range-checked already; if not, the summing kernel checks them as it adds.
     """
 
     buffer: Buffer | np.ndarray
@@ -153,11 +156,18 @@ class ResidueView:
             return self.buffer
         nmod = len(params.data_moduli)
         out = np.empty((self.count, 2, nmod, params.n), dtype=np.uint64)
-        words = 2 * nmod * params.n
-        for c, offset in enumerate(self.offsets.tolist()):
-            out[c].reshape(-1)[:] = np.frombuffer(self.buffer, dtype="<u8", count=words, offset=offset)
+        for c, piece in enumerate(self.chunks(params)):
+            out[c].reshape(-1)[:] = np.frombuffer(piece, dtype="<u8")
         seal.check_residues(out, params.data_moduli, what)
         return out
+
+    def chunks(self, params: Params) -> list[bytes | memoryview]:
+        """Each ciphertext's residue bytes, in order (gathered only for segmented layouts)."""
+        whole = memoryview(self.buffer).cast("B") if not isinstance(self.buffer, memoryview) else self.buffer
+        if self.offsets.ndim == 1:
+            size = 2 * len(params.data_moduli) * params.n * 8
+            return [whole[o : o + size] for o in self.offsets.tolist()]
+        return [b"".join(bytes(whole[o : o + n]) for o, n in segments.tolist() if n) for segments in self.offsets]
 
 
 def chunk_sizes(length: int, slots: int) -> list[int]:
@@ -199,11 +209,10 @@ def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") 
         raise FormatError(f"{what}: no scale field")
     chunks = [view[start:end] for start, end in spans]
     labels = [f"{what}, ciphertext {c}" for c in range(len(chunks))]
-    if all(_uncompressed(chunk) for chunk in chunks):  # zero copy: offsets into the blob
-        offsets = [start + seal.locate_ciphertext(chunk, params, label)
-                   for (start, _), chunk, label in zip(spans, chunks, labels)]
+    in_place = _locate_in_place(chunks, spans, labels, params)
+    if in_place is not None:  # zero copy: raw SEAL objects, or zstd frames of stored blocks
         _check_vector_scale(scale, params, what)
-        return ResidueView(view, np.array(offsets, dtype=np.uint64), length, False)
+        return ResidueView(view, in_place, length, False)
     nmod = len(params.data_moduli)
     decoded = np.empty((len(chunks), 2, nmod, params.n), dtype=np.uint64)
     for c, (chunk, label) in enumerate(zip(chunks, labels)):
@@ -213,14 +222,59 @@ def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") 
     return ResidueView(decoded, np.arange(len(chunks), dtype=np.uint64) * step, length, False)
 
 
+def _residue_segments(chunk: memoryview, params: Params, label: str) -> list[tuple[int, int]] | None:
+    """Where one ciphertext's residues lie in ``chunk`` (fully validated), or None if compressed."""
+    if len(chunk) > 5 and chunk[5] == seal.COMPR_NONE:
+        return [(seal.locate_ciphertext(chunk, params, label), seal.ciphertext_bytes(params))]
+    if len(chunk) > 5 and chunk[5] == seal.COMPR_ZSTD:
+        return seal.locate_raw_zstd_ciphertext(chunk, params, label)
+    seal.read_header(chunk, label)  # raises the specific error for anything else
+    return None
+
+
+def _outside(chunk: memoryview, segments: list[tuple[int, int]]) -> bytes:
+    """The bytes of ``chunk`` that are not residues: every byte its validation read."""
+    pieces, position = [], 0
+    for offset, size in segments:
+        pieces.append(chunk[position:offset])
+        position = offset + size
+    pieces.append(chunk[position:])
+    return b"".join(pieces)
+
+
+def _locate_in_place(chunks: list[memoryview], spans: list[tuple[int, int]], labels: list[str],
+                     params: Params) -> np.ndarray | None:
+    """Residue locations of every chunk if all can be read in place, else None.
+
+    Returns byte offsets (count,) when every ciphertext is one run, else segments
+    (count, nseg, 2). Ciphertexts of one vector carry byte-identical non-residue bytes
+    (headers, block headers, fields); validation reads nothing else, so a chunk whose
+    non-residue bytes equal an already validated chunk's shares its verdict and layout.
+    """
+    located: list[list[tuple[int, int]]] = []
+    template: tuple[int, list[tuple[int, int]], bytes] | None = None
+    for chunk, (start, _), label in zip(chunks, spans, labels):
+        if template is not None and len(chunk) == template[0] and _outside(chunk, template[1]) == template[2]:
+            segments = template[1]
+        else:
+            found = _residue_segments(chunk, params, label)
+            if found is None:
+                return None
+            segments = found
+            template = (len(chunk), segments, _outside(chunk, segments))
+        located.append([(start + offset, size) for offset, size in segments])
+    width = max(len(s) for s in located)
+    if width == 1:
+        return np.array([s[0][0] for s in located], dtype=np.uint64)
+    out = np.zeros((len(located), width, 2), dtype=np.uint64)
+    for c, segments in enumerate(located):
+        out[c, : len(segments)] = segments
+    return out
+
+
 def _check_vector_scale(scale: float, params: Params, what: str) -> None:
     if scale != params.scale:
         raise ParameterMismatchError(f"{what}: vector scale {scale!r}, expected {params.scale!r}")
-
-
-def _uncompressed(chunk: memoryview) -> bool:
-    # byte 5 of a SEAL header is the compression mode; the readers validate the rest
-    return len(chunk) > 5 and chunk[5] == seal.COMPR_NONE
 
 
 def write_vector(residues: np.ndarray, length: int, params: Params, *, compress: bool = True) -> bytes:
@@ -277,6 +331,24 @@ def read_context(data: object, what: str = "TenSEAL context") -> TenSEALContextP
         public_key = seal.read_key_ciphertext(view[pk_span[0] : pk_span[1]], params, f"{what}, public key")
     has_secret = any(f.number == 3 and f.end > f.value for f in top)
     return TenSEALContextParts(params, public_key, has_secret)
+
+
+def read_secret_key(data: object, params: Params, what: str = "TenSEAL context") -> np.ndarray:
+    """The secret key of serialized TenSEAL context bytes: NTT form, key level, (L_all, N).
+
+    For benchmarks and tests that compare against TenSEAL's own single-key decryption;
+    he_agg itself never holds a whole secret key.
+    """
+    view = _as_view(data, what)
+    top = _scan(view, {1: {_BYTES}, 2: {_BYTES}, 3: {_BYTES}, 4: {_VARINT}}, what)
+    private = [f for f in top if f.number == 3]
+    if len(private) != 1:
+        raise FormatError(f"{what}: no private part (serialize with save_secret_key=True)")
+    sub = view[private[0].value : private[0].end]
+    keys = [f for f in _scan(sub, {1: {_BYTES}, 2: {_VARINT}, 3: {_VARINT}}, what) if f.number == 1]
+    if len(keys) != 1:
+        raise FormatError(f"{what}: the private part holds no secret key")
+    return seal.read_plaintext(sub[keys[0].value : keys[0].end], params, f"{what}, secret key")
 
 
 def read_context_params(context: object) -> Params:

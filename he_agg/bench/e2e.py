@@ -1,0 +1,174 @@
+"""End to end: client encrypt, server aggregate, committee decrypt, beside TenSEAL alone.
+
+he_agg pipeline: ``encrypt`` (pack + TenSEAL under the committee key) → ``Aggregator.add``
+on the wire bytes (validate, hash, sum) → t decryption shares + ``combine``.
+TenSEAL-only pipeline (single key, no threshold): ``ckks_vector(...).serialize()`` →
+``ckks_vector_from`` + ``+=`` → ``decrypt()``.
+
+Encrypting K clients × V values takes ~0.8 s per client and million values, so only
+``--distinct`` clients (default 4) are encrypted (and timed, per client); the K
+submissions cycle through their payloads under K distinct client ids. The server-side
+work is identical to K distinct payloads of the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from he_agg.bench import common
+from he_agg.bench.common import measure
+from he_agg.params import AGGREGATION
+
+__all__ = ["add_arguments", "render", "run"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=_positive_int, default=10, help="clients K (default 10)")
+    parser.add_argument("--values", type=_positive_int, default=1 << 16, help="values per client (default 65536)")
+    parser.add_argument("--distinct", type=_positive_int, default=4, help="clients actually encrypted (default 4)")
+    parser.add_argument("--parties", type=_positive_int, default=5, help="committee size n (default 5)")
+    parser.add_argument("--threshold", type=_positive_int, default=3, help="threshold t (default 3)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the plaintext values (never for keys)")
+
+
+def _time(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import tenseal as ts
+
+    import he_agg
+
+    if args.threshold > args.parties:
+        raise common.BenchError("--threshold cannot exceed --parties")
+    distinct = min(args.distinct, args.clients)
+    common.check_memory(distinct * args.values * 64 * 4, "lower --values or --distinct")
+    params = AGGREGATION
+    rng = np.random.default_rng(args.seed)
+    plain = rng.uniform(-1.0, 1.0, (distinct, args.values))
+    counts = np.bincount(np.arange(args.clients) % distinct, minlength=distinct)
+    expected_sum = (plain * counts[:, None]).sum(axis=0)
+    single = common.tenseal_context(params)
+    with common.make_progress(common.progress_wanted(args.json)) as bar:
+        task = bar.add_task("committee key generation", total=2 * distinct + 2 * args.clients + 3)
+        keygen_s, committee = _time(lambda: he_agg.Committee.dealer_free(
+            args.parties, args.threshold, params, policy=he_agg.Policy(budget=1 << 20)))
+        ctx = committee.public_context
+        bar.update(task, description="encrypting (he_agg)")
+        payloads, encrypt_times = [], []
+        for i in range(distinct):
+            seconds, enc = _time(lambda i=i: he_agg.encrypt(ctx, plain[i], client_id=f"c{i}", round_id=1,
+                                                            max_clients=args.clients))
+            encrypt_times.append(seconds)
+            payloads.append(enc)
+            bar.advance(task)
+        wire_s, blobs = _time(lambda: [p.to_bytes() for p in payloads])
+        bar.update(task, description="encrypting (TenSEAL alone)")
+        tenseal_blobs, tenseal_encrypt = [], []
+        for i in range(distinct):
+            with common.quiet_stdout():
+                seconds, blob = _time(lambda i=i: ts.ckks_vector(single, plain[i].tolist()).serialize())
+            tenseal_encrypt.append(seconds)
+            tenseal_blobs.append(blob)
+            bar.advance(task)
+        bar.update(task, description="server aggregate (he_agg)")
+        aggregator = he_agg.Aggregator(ctx, 1, min_clients=1)
+        aggregate_s = 0.0
+        for k in range(args.clients):
+            blob = _renamed(blobs[k % distinct], k)  # a distinct client id, the same residues (untimed)
+            seconds, _ = _time(lambda: aggregator.add(blob))
+            aggregate_s += seconds
+            del blob
+            bar.advance(task)
+        request = aggregator.decryption_request()
+        bar.update(task, description="server aggregate (TenSEAL)")
+        start = time.perf_counter()
+        with common.quiet_stdout():
+            total = ts.ckks_vector_from(single, tenseal_blobs[0])
+            for k in range(1, args.clients):
+                total += ts.ckks_vector_from(single, tenseal_blobs[k % distinct])
+                bar.advance(task)
+        tenseal_aggregate_s = time.perf_counter() - start
+        bar.update(task, description="committee decrypt")
+        active = list(range(args.threshold))
+        share_times, shares = [], []
+        for party in active:  # a repeated identical request is recomputed, deterministic, budget-free
+            timing, share = measure(lambda p=party: committee[p].decryption_share(request, active), 3)
+            share_times.append(timing.best)
+            shares.append(share)
+        combine_timing, _ = measure(lambda: he_agg.combine(request, shares), 3)
+        combine_s = combine_timing.best
+        mean = aggregator.finalize(shares)
+        with common.quiet_stdout():
+            tenseal_decrypt_s, tenseal_total = _time(total.decrypt)
+        bar.advance(task, 3)
+    values = args.values
+    return {
+        "clients": args.clients, "values": values, "distinct_clients_encrypted": distinct,
+        "parties": args.parties, "threshold": args.threshold,
+        "keygen_s": keygen_s,
+        "client_encrypt_s": float(np.mean(encrypt_times)),
+        "tenseal_client_encrypt_s": float(np.mean(tenseal_encrypt)),
+        "client_to_bytes_s": wire_s / distinct,
+        "server_aggregate_s": aggregate_s,
+        "tenseal_server_aggregate_s": tenseal_aggregate_s,
+        "server_aggregate_per_client_s": aggregate_s / args.clients,
+        "share_s": float(np.mean(share_times)),
+        "combine_s": combine_s,
+        "committee_decrypt_s": max(share_times) + combine_s,
+        "committee_decrypt_total_cpu_s": sum(share_times) + combine_s,
+        "tenseal_decrypt_s": tenseal_decrypt_s,
+        "bytes_per_client": len(blobs[0]),
+        "bytes_per_value": len(blobs[0]) / values,
+        "tenseal_bytes_per_value": len(tenseal_blobs[0]) / values,
+        "max_abs_error": float(np.abs(mean - expected_sum).max()),
+        "tenseal_max_abs_error": float(np.abs(np.asarray(tenseal_total) - expected_sum).max()),
+        **common.machine_info(),
+    }
+
+
+def _renamed(blob: bytes, k: int) -> bytes:
+    """The payload under another client id, residues untouched (a re-sealed envelope)."""
+    from he_agg.hazmat.wire.envelope import Kind, open_envelope, seal_envelope
+
+    env = open_envelope(blob, Kind.ENCRYPTED_UPDATE, "benchmark payload")
+    meta = env.meta.as_dict()
+    meta["client"] = f"client-{k}"
+    return seal_envelope(Kind.ENCRYPTED_UPDATE, meta, env.body)
+
+
+def render(result: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"End to end: {result['clients']} clients × {result['values']:,} values, "
+                        f"{result['threshold']}-of-{result['parties']} committee")
+    table.add_column("phase")
+    table.add_column("he_agg", justify="right")
+    table.add_column("TenSEAL alone", justify="right")
+    rows = [
+        ("client encrypt (per client)", result["client_encrypt_s"], result["tenseal_client_encrypt_s"]),
+        ("server aggregate (all clients)", result["server_aggregate_s"], result["tenseal_server_aggregate_s"]),
+        ("decrypt (committee, parallel parties)", result["committee_decrypt_s"], result["tenseal_decrypt_s"]),
+    ]
+    for name, ours, theirs in rows:
+        table.add_row(name, f"{ours:.3f} s", f"{theirs:.3f} s")
+    table.add_row("bytes per value", f"{result['bytes_per_value']:.2f}", f"{result['tenseal_bytes_per_value']:.2f}")
+    table.add_row("max abs error of the mean/sum", f"{result['max_abs_error']:.1e}", f"{result['tenseal_max_abs_error']:.1e}")
+    return table
