@@ -31,7 +31,7 @@ from .errors import (
 from .hazmat.wire.envelope import Kind
 from .hazmat.wire.tenseal import ResidueView
 from .packing import Layout, check_layout, unflatten, weighted_mean
-from .requests import Contribution, DecryptionRequest, DecryptionShare
+from .requests import Contribution, DecryptionRequest, DecryptionShare, check_round_id
 
 __all__ = ["AggregateResult", "Aggregator"]
 
@@ -57,8 +57,7 @@ class Aggregator:
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
                  layout: Layout | None = None, retain: bool = False) -> None:
-        if type(round_id) is not int or round_id < 0:
-            raise ValueError("round_id must be a non-negative integer")
+        check_round_id(round_id)
         if type(min_clients) is not int or min_clients < 1:
             raise ValueError("min_clients must be an integer >= 1")
         self.context = context

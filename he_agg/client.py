@@ -21,7 +21,7 @@ from .errors import FormatError, ShareBindingError
 from .hazmat.wire import tenseal as tenseal_wire
 from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
 from .packing import Layout, apply_weight, check_range, clip, flatten
-from .requests import MAX_CLIENT_ID
+from .requests import MAX_CLIENT_ID, check_client_id, check_round_id
 
 __all__ = ["EncryptedUpdate", "UpdateHeader", "encrypt", "encrypt_slots", "open_update"]
 
@@ -35,10 +35,8 @@ class EncryptedUpdate:
 
     def __init__(self, client_id: str, round_id: int, committee_id: bytes, layout: Layout,
                  ciphertext: CiphertextBatch) -> None:
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID:
-            raise ValueError(f"client_id must be a non-empty string of at most {MAX_CLIENT_ID} characters")
-        if type(round_id) is not int or round_id < 0:
-            raise ValueError("round_id must be a non-negative integer")
+        check_client_id(client_id)
+        check_round_id(round_id)
         if ciphertext.length != layout.length:
             raise ValueError(f"the ciphertext holds {ciphertext.length} values, the layout {layout.length}")
         self.client_id = client_id

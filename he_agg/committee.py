@@ -28,7 +28,8 @@ import numpy as np
 from .ciphertext import Submission
 from .context import PublicContext
 from .errors import InconsistentShareError, ShareBindingError, ThresholdError
-from .hazmat.decryption import decode_phase, noise_tail_factor, phase, self_consistency_residual
+from .hazmat.decryption import decode_phase, phase, self_consistency_residual
+from .hazmat.sampling import GAUSSIAN_MAX
 from .keygen import KeygenConfig, KeygenParty, PartyIdentity, deal
 from .keyshare import KeyShare, Policy
 from .params import AGGREGATION, Params
@@ -36,8 +37,6 @@ from .requests import DecryptionRequest, DecryptionShare
 
 __all__ = ["Committee", "combine", "verification_sets"]
 
-#: Box–Muller on 53-bit uniforms never exceeds sqrt(2·53·ln 2) standard deviations.
-_GAUSSIAN_MAX = math.sqrt(2.0 * 53.0 * math.log(2.0)) + 1e-9
 MAX_SETS = 64
 
 
@@ -109,7 +108,8 @@ def _sigma(request: DecryptionRequest) -> float:
 def _check_self_consistency(request: DecryptionRequest, complete: Mapping[tuple[int, ...], Mapping[int, DecryptionShare]]) -> None:
     params = request.context.params
     sigma = _sigma(request)
-    max_noise = _GAUSSIAN_MAX * sigma + 2.0 ** max(0, math.ceil(math.log2(sigma * 9.0)) - 52)
+    shift = max(0, math.ceil(math.log2(sigma * (GAUSSIAN_MAX + 1.0))) - 52)
+    max_noise = (GAUSSIAN_MAX + 1e-9) * sigma + 2.0**shift  # |σ·z| plus rounding and dither
     by_party: dict[int, list[DecryptionShare]] = {}
     for group in complete.values():
         for party, share in group.items():

@@ -23,10 +23,25 @@ from .errors import FormatError, ShareBindingError
 from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
-__all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "canonical_active_set"]
+__all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "canonical_active_set", "check_client_id",
+           "check_round_id"]
 
 _REQUEST_DOMAIN = b"he_agg.request.v1\0"
 MAX_CLIENT_ID = 256
+
+
+def check_client_id(client_id: object) -> str:
+    """A client id: a non-empty string of at most MAX_CLIENT_ID characters."""
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID:
+        raise ValueError(f"client ids are non-empty strings of at most {MAX_CLIENT_ID} characters")
+    return client_id
+
+
+def check_round_id(round_id: object) -> int:
+    """A round id: a non-negative integer (bool excluded)."""
+    if type(round_id) is not int or round_id < 0:
+        raise ValueError("round_id must be a non-negative integer")
+    return round_id
 
 
 def canonical_active_set(active: Iterable[int], context: PublicContext) -> tuple[int, ...]:
@@ -47,8 +62,7 @@ class Contribution:
     digest: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.client_id, str) or not 0 < len(self.client_id) <= MAX_CLIENT_ID:
-            raise ValueError(f"client ids are non-empty strings of at most {MAX_CLIENT_ID} characters")
+        check_client_id(self.client_id)
         if len(self.digest) != 32:
             raise ValueError("a contribution digest is 32 bytes")
 
@@ -60,8 +74,7 @@ class DecryptionRequest:
                  contributions: Sequence[Contribution], layout: dict[str, Any] | None = None) -> None:
         if aggregate.params != context.params:
             raise ShareBindingError("the aggregate was made under other parameters than the committee's")
-        if type(round_id) is not int or round_id < 0:
-            raise ValueError("round_id must be a non-negative integer")
+        check_round_id(round_id)
         ordered = tuple(sorted(contributions))
         ids = [c.client_id for c in ordered]
         if len(set(ids)) != len(ids):

@@ -85,6 +85,18 @@ def _interval(lo: object, hi: object) -> tuple[float, float]:
     return low, high
 
 
+class _Bounded:
+    """Shared validation for statistics clipped to [lo, hi] (finite, lo < hi)."""
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        lo, hi = _interval(self.lo, self.hi)
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+
 def _grid(name: str, values: object, minimum: int) -> tuple[float, ...]:
     array = _records(name, values)
     if array.size < minimum:
@@ -159,10 +171,7 @@ class Sum:
     lo: float
     hi: float
 
-    def __post_init__(self) -> None:
-        lo, hi = _interval(self.lo, self.hi)
-        object.__setattr__(self, "lo", lo)
-        object.__setattr__(self, "hi", hi)
+    __post_init__ = _Bounded.__post_init__
 
     @property
     def length(self) -> int:
@@ -212,10 +221,7 @@ class Moments:
     lo: float
     hi: float
 
-    def __post_init__(self) -> None:
-        lo, hi = _interval(self.lo, self.hi)
-        object.__setattr__(self, "lo", lo)
-        object.__setattr__(self, "hi", hi)
+    __post_init__ = _Bounded.__post_init__
 
     @property
     def center(self) -> float:

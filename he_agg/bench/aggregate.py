@@ -48,23 +48,13 @@ METHODS = ("tenseal", "native", "numba", "floor")
 # -- command-line interface ----------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``he-agg bench aggregate``."""
-    parser.add_argument("--clients", type=_positive_int, default=16, metavar="K",
+    parser.add_argument("--clients", type=common.positive_int, default=16, metavar="K",
                         help="number of clients whose vectors are summed (default: 16)")
-    parser.add_argument("--values", type=_positive_int, default=65536, metavar="V",
+    parser.add_argument("--values", type=common.positive_int, default=65536, metavar="V",
                         help="values per client vector (default: 65536)")
-    parser.add_argument("--repeat", type=_positive_int, default=3, metavar="R",
+    parser.add_argument("--repeat", type=common.positive_int, default=3, metavar="R",
                         help="timed runs per method; the minimum is reported (default: 3)")
     parser.add_argument("--format", choices=FORMATS, default="tenseal-zstd",
                         help="wire format of the inputs he_agg sums: tenseal-zstd is what "

@@ -6,6 +6,7 @@ benchmarks. Heavy or optional imports (TenSEAL, matplotlib) happen inside functi
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -47,6 +48,17 @@ PLOT_HINT = "pip install he_agg[plot]"
 
 class BenchError(UsageError):
     """A command that cannot run as asked (a missing optional package, too little memory)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1, with a message saying what was wrong."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # -- timing ------------------------------------------------------------------------------

@@ -28,21 +28,11 @@ from he_agg.params import AGGREGATION
 __all__ = ["add_arguments", "render", "run"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--values", type=_positive_int, default=1 << 18, help="values decrypted (default 262144)")
-    parser.add_argument("--parties", type=_positive_int, default=5, help="committee size n (default 5)")
-    parser.add_argument("--threshold", type=_positive_int, default=3, help="threshold t (default 3)")
-    parser.add_argument("--repeat", type=_positive_int, default=3, help="timed runs per method (default 3)")
+    parser.add_argument("--values", type=common.positive_int, default=1 << 18, help="values decrypted (default 262144)")
+    parser.add_argument("--parties", type=common.positive_int, default=5, help="committee size n (default 5)")
+    parser.add_argument("--threshold", type=common.positive_int, default=3, help="threshold t (default 3)")
+    parser.add_argument("--repeat", type=common.positive_int, default=3, help="timed runs per method (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the plaintext values (never for keys)")
 
 

@@ -26,22 +26,12 @@ from he_agg.params import AGGREGATION
 __all__ = ["add_arguments", "render", "run"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clients", type=_positive_int, default=10, help="clients K (default 10)")
-    parser.add_argument("--values", type=_positive_int, default=1 << 16, help="values per client (default 65536)")
-    parser.add_argument("--distinct", type=_positive_int, default=4, help="clients actually encrypted (default 4)")
-    parser.add_argument("--parties", type=_positive_int, default=5, help="committee size n (default 5)")
-    parser.add_argument("--threshold", type=_positive_int, default=3, help="threshold t (default 3)")
+    parser.add_argument("--clients", type=common.positive_int, default=10, help="clients K (default 10)")
+    parser.add_argument("--values", type=common.positive_int, default=1 << 16, help="values per client (default 65536)")
+    parser.add_argument("--distinct", type=common.positive_int, default=4, help="clients actually encrypted (default 4)")
+    parser.add_argument("--parties", type=common.positive_int, default=5, help="committee size n (default 5)")
+    parser.add_argument("--threshold", type=common.positive_int, default=3, help="threshold t (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the plaintext values (never for keys)")
 
 

@@ -109,8 +109,3 @@ def self_consistency_residual(share_a: np.ndarray, active_a: Sequence[int], shar
     kernels.ntt_inverse(residual, moduli)
     values = kernels.crt_to_double(residual, moduli, 1.0)
     return float(np.abs(values).max()), float(abs(wa) + abs(wb))
-
-
-def noise_tail_factor(samples: int, failure_bits: int) -> float:
-    """τ with P(max of ``samples`` |N(0,1)| > τ) ≤ 2^-failure_bits (Gaussian tail, union bound)."""
-    return math.sqrt(2.0 * (math.log(2.0 * max(samples, 1)) + failure_bits * math.log(2.0)))

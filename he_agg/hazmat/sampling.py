@@ -30,7 +30,9 @@ __all__ = [
     "KeyedStream",
     "cbd",
     "fresh_key",
+    "GAUSSIAN_MAX",
     "gaussian_integers",
+    "standard_normal",
     "ternary",
     "uniform_mod",
 ]
@@ -133,28 +135,53 @@ def cbd(stream: KeyedStream, count: int, k: int = 21) -> np.ndarray:
     return a - b
 
 
+#: Largest |z| the polar method can return from 53-bit uniforms: the smallest positive
+#: s = x² + y² on the 2^-52 grid is 2^-104, and |z| ≤ sqrt(−2·ln s).
+GAUSSIAN_MAX = math.sqrt(2.0 * 104.0 * math.log(2.0))
+
+
+def standard_normal(stream: KeyedStream, count: int) -> np.ndarray:
+    """``count`` standard normal float64 values (Marsaglia's polar method, no trigonometry).
+
+    Pairs (x, y) uniform on the 2^-52 grid of (−1, 1)² are kept when 0 < s = x² + y² < 1
+    (π/4 of them); each kept pair gives x·f and y·f with f = sqrt(−2·ln s / s).
+    Deterministic in the stream: a short draw simply draws again.
+    """
+    parts: list[np.ndarray] = []
+    have = 0
+    while have < count:
+        pairs = int((count - have) * 0.64) + 64  # 1/2 per value, / (π/4) kept, plus margin
+        raw = stream.words(2 * pairs) >> np.uint64(11)  # 53-bit integers
+        xy = raw.astype(np.float64).reshape(pairs, 2)
+        xy *= 2.0**-52
+        xy -= 1.0
+        s = np.einsum("ij,ij->i", xy, xy)
+        keep = (s < 1.0) & (s > 0.0)
+        s[~keep] = 0.5  # rejected pairs: any value with a finite factor, dropped below
+        xy *= np.sqrt(-2.0 * np.log(s) / s)[:, None]
+        kept = xy[keep].reshape(-1)
+        parts.append(kept)
+        have += kept.size
+    return np.concatenate(parts)[:count]
+
+
 def gaussian_integers(stream: KeyedStream, count: int, sigma: float) -> tuple[np.ndarray, int]:
     """Integer flooding noise of standard deviation ``sigma``: returns (high, shift).
 
-    The value is ``high · 2^shift + low`` where ``high`` is a rounded continuous Gaussian
-    (Box–Muller on 53-bit uniforms) on a grid of 2^shift and ``low`` is uniform in
-    [−2^(shift−1), 2^(shift−1)) — returned folded into ``high``'s grid when shift is 0,
-    and otherwise added by the caller through :func:`gaussian_residues`. ``shift`` is the
-    smallest power of two that keeps every ``high`` exact in float64 (|z| ≤ 8.6 always),
-    so the distribution has no gaps at any σ: it is a Gaussian of variance σ² smoothed by
-    a uniform of width 2^shift ≪ σ (its extra variance 2^(2·shift)/6 is negligible).
+    The value is ``high · 2^shift + low``: ``high`` is σ·z/2^shift rounded to an integer,
+    z standard normal (:func:`standard_normal`), and ``low`` (from
+    :func:`uniform_low_bits`, added by the caller) is uniform in [−2^(shift−1),
+    2^(shift−1)). ``shift`` is the smallest power of two that keeps every σ·z/2^shift
+    exact in float64 (|z| ≤ GAUSSIAN_MAX ≈ 12.01), so the distribution has no gaps at any
+    σ: a Gaussian of variance σ² smoothed at a scale 2^shift ≪ σ (extra variance
+    ≈ 2^(2·shift)/6, negligible). shift is 0 for σ ≤ 2^48.
     """
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError("sigma must be positive and finite")
-    shift = max(0, math.ceil(math.log2(sigma * 9.0)) - 52)
-    pairs = (count + 1) // 2
-    raw = stream.words(2 * pairs) >> np.uint64(11)  # 53-bit integers
-    u1 = (raw[:pairs].astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]: log is finite
-    u2 = raw[pairs:].astype(np.float64) * 2.0**-53
-    radius = np.sqrt(-2.0 * np.log(u1))
-    angle = 2.0 * math.pi * u2
-    z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+    shift = max(0, math.ceil(math.log2(sigma * (GAUSSIAN_MAX + 1.0))) - 52)
+    z = standard_normal(stream, count)
     high = np.rint(z * (sigma / 2.0**shift)).astype(np.int64)
+    z.fill(0.0)
     return high, shift
 
 

@@ -29,6 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from he_agg.params import is_prime
+
 from he_agg.errors import ParameterError
 
 NTT_TABLE_WORDS = 6
@@ -37,32 +39,6 @@ MAX_NMOD = 16
 MIN_N, MAX_N = 2, 1 << 17
 
 ModuliLike = Sequence[int] | np.ndarray
-
-_MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)  # deterministic below 3.3e24
-
-
-def is_prime(q: int) -> bool:
-    """Deterministic Miller-Rabin for q < 3.3 * 10^24 (covers every supported modulus)."""
-    if q < 2:
-        return False
-    for p in _MR_BASES:
-        if q % p == 0:
-            return q == p
-    d, s = q - 1, 0
-    while d % 2 == 0:
-        d, s = d // 2, s + 1
-    for a in _MR_BASES:
-        x = pow(a, d, q)
-        if x in (1, q - 1):
-            continue
-        for _ in range(s - 1):
-            x = x * x % q
-            if x == q - 1:
-                break
-        else:
-            return False
-    return True
-
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
     arr.flags.writeable = False

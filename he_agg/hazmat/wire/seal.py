@@ -351,25 +351,22 @@ def check_residues(residues: np.ndarray, moduli: tuple[int, ...], what: str) -> 
 
 def write_ciphertext(residues: np.ndarray, params: Params, *, compress: bool) -> bytes:
     """Serialize one (2, L, N) residue array as a SEAL ciphertext at the data level."""
-    nmod = len(params.data_moduli)
-    words = np.ascontiguousarray(residues, dtype="<u8").reshape(-1)
-    if words.size != 2 * nmod * params.n:
-        raise ValueError(f"expected {2 * nmod * params.n} residues, got {words.size}")
-    data = words.tobytes()
-    dyn = _write_header(_COUNT.size + len(data), COMPR_NONE) + _COUNT.pack(words.size)
-    prefix = _CT_PREFIX.pack(params.data_parms_id, 1, 2, params.n, nmod, params.scale, 1)
-    return _seal_object(prefix + dyn + data, compress)
+    return _write_ciphertext(residues, params, params.data_parms_id, len(params.data_moduli), params.scale, compress)
 
 
 def write_key_ciphertext(residues: np.ndarray, params: Params, *, compress: bool) -> bytes:
-    """Serialize a (2, L_all, N) array as a SEAL PublicKey (a ciphertext at the key level)."""
-    nmod = len(params.moduli)
+    """Serialize a (2, L_all, N) array as a SEAL PublicKey (a ciphertext at the key level, scale 1)."""
+    return _write_ciphertext(residues, params, params.key_parms_id, len(params.moduli), 1.0, compress)
+
+
+def _write_ciphertext(residues: np.ndarray, params: Params, parms_id: bytes, nmod: int, scale: float,
+                      compress: bool) -> bytes:
     words = np.ascontiguousarray(residues, dtype="<u8").reshape(-1)
     if words.size != 2 * nmod * params.n:
         raise ValueError(f"expected {2 * nmod * params.n} residues, got {words.size}")
     data = words.tobytes()
     dyn = _write_header(_COUNT.size + len(data), COMPR_NONE) + _COUNT.pack(words.size)
-    prefix = _CT_PREFIX.pack(params.key_parms_id, 1, 2, params.n, nmod, 1.0, 1)
+    prefix = _CT_PREFIX.pack(parms_id, 1, 2, params.n, nmod, scale, 1)
     return _seal_object(prefix + dyn + data, compress)
 
 
