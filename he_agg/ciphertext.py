@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import FormatError, ParameterMismatchError
 from .hazmat.wire import seal, tenseal
-from .hazmat.wire.envelope import Kind, Meta, body_hash, body_words, open_envelope, seal_envelope
+from .hazmat.wire.envelope import Kind, Meta, as_bytes, body_hash, body_words, open_envelope, seal_envelope
 from .params import Params
 
 __all__ = ["CiphertextBatch", "Submission", "residue_digest", "residue_view", "view_digest"]
@@ -111,7 +111,7 @@ class CiphertextBatch:
     def digest(self) -> bytes:
         """BLAKE3-256 over parameters, length and residues: names this exact ciphertext."""
         if self._digest is None:
-            self._digest = residue_digest(self.params, self.length, body_hash(memoryview(self.data).cast("B")))
+            self._digest = residue_digest(self.params, self.length, body_hash(as_bytes(self.data)))
         return self._digest
 
     @classmethod
@@ -236,9 +236,9 @@ def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
     if view.body_hash is not None:
         return residue_digest(params, view.length, view.body_hash)
     if isinstance(view.buffer, np.ndarray):
-        return residue_digest(params, view.length, body_hash(memoryview(np.ascontiguousarray(view.buffer)).cast("B")))
+        return residue_digest(params, view.length, body_hash(as_bytes(view.buffer)))
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    whole = memoryview(view.buffer).cast("B")
+    whole = as_bytes(view.buffer)
     if view.offsets.ndim == 1:
         size = 2 * len(params.data_moduli) * params.n * 8
         for offset in view.offsets.tolist():

@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     step("federated statistics query")
     feature = names.index("mean radius")
     column = [x[:, feature] for x, _ in parts]
-    moment, histogram = stats.Moments(0.0, 40.0), stats.Histogram(np.arange(5.0, 31.0, 2.5))
+    moment, histogram = stats.Moments(0.0, 40.0), stats.Histogram(tuple(np.arange(5.0, 31.0, 2.5).tolist()))
     query = [np.concatenate([moment.encode(c), histogram.encode(c)]) for c in column]
     summed, _ = _encrypted_round(committee, query, args.rounds + 1, timer)
     m, h = moment.decode(summed[: moment.length]), histogram.decode(summed[moment.length :])

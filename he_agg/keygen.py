@@ -101,7 +101,7 @@ class PartyIdentity:
     def __repr__(self) -> str:
         return f"PartyIdentity(public {self.public_key[:6].hex()}…)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a PartyIdentity cannot be pickled; store private_bytes() securely")
 
 

@@ -253,7 +253,7 @@ class KeyShare:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("a KeyShare cannot be pickled; use save() to write it with owner-only permissions")
 
 

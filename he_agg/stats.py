@@ -162,7 +162,7 @@ class Count:
 
 
 @dataclass(frozen=True)
-class Sum:
+class Sum(_Bounded):
     """Sum of values clipped to [lo, hi]. Encodes ``[Σ clip(x)]``.
 
     Sensitivity max(|lo|, |hi|). Decodes to the float sum (no rounding).
@@ -170,8 +170,6 @@ class Sum:
 
     lo: float
     hi: float
-
-    __post_init__ = _Bounded.__post_init__
 
     @property
     def length(self) -> int:
@@ -208,7 +206,7 @@ class MomentsResult:
 
 
 @dataclass(frozen=True)
-class Moments:
+class Moments(_Bounded):
     """Count, mean, variance and std of values clipped to [lo, hi] at each site.
 
     Values are centred on c = (lo + hi) / 2 before summing — this keeps the sums small
@@ -220,8 +218,6 @@ class Moments:
 
     lo: float
     hi: float
-
-    __post_init__ = _Bounded.__post_init__
 
     @property
     def center(self) -> float:

@@ -7,7 +7,6 @@ hang. HE_AGG_FUZZ_EXAMPLES raises the number of inputs per parser (default 1500)
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 

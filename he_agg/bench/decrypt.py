@@ -16,6 +16,7 @@ decrypts. Measured:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from typing import Any
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bar.update(task, advance=1, description="decryption shares")
         share_times, shares = [], []
         for party in active:
-            timing, share = measure(lambda p=party: keys[p].decryption_share(request, active), args.repeat)
+            timing, share = measure(functools.partial(keys[party].decryption_share, request, active), args.repeat)
             share_times.append(timing)
             shares.append(share)
         bar.update(task, advance=1, description="combine and decode")

@@ -20,7 +20,6 @@ Checks that need no secret:
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Sequence
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ...errors import ChecksumError, FormatError
 
-__all__ = ["Envelope", "Kind", "Meta", "body_hash", "body_words", "open_envelope", "seal_envelope"]
+__all__ = ["Envelope", "Kind", "Meta", "as_bytes", "body_hash", "body_words", "open_envelope", "seal_envelope"]
 
 MAGIC = b"HEAG"
 VERSION = 1
@@ -67,11 +67,18 @@ def seal_envelope(kind: Kind, meta: Mapping[str, Any], body: bytes | memoryview 
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     if len(meta_bytes) > MAX_META:
         raise ValueError(f"meta is {len(meta_bytes)} bytes, more than {MAX_META}")
-    body_view = memoryview(body).cast("B") if not isinstance(body, bytes) else memoryview(body)
+    body_view = as_bytes(body)
     head = _FIXED.pack(MAGIC, VERSION, int(kind), len(meta_bytes), 0, len(body_view))
     pad = b"\0" * (_body_offset(len(meta_bytes)) - _FIXED.size - len(meta_bytes))
     checksum = blake3.blake3(head + meta_bytes + pad + body_hash(body_view)).digest()
     return b"".join([head, meta_bytes, pad, body_view, checksum])
+
+
+def as_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> memoryview:
+    """A flat byte view of bytes, a memoryview or a C-contiguous numpy array (no copy)."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).data.cast("B")
+    return memoryview(data).cast("B")
 
 
 def body_hash(body: memoryview | bytes) -> bytes:
@@ -114,8 +121,8 @@ def open_envelope(data: object, expected: Kind, what: str) -> Envelope:
         raise FormatError(f"{what}: header implies {total} bytes, buffer has {len(view)} (truncated or padded?)")
     body = view[body_start : body_start + body_len]
     hashed = body_hash(body)
-    expected = blake3.blake3(bytes(view[:body_start]) + hashed).digest()
-    if not hmac.compare_digest(expected, view[total - _CHECKSUM :]):
+    checksum = blake3.blake3(bytes(view[:body_start]) + hashed).digest()
+    if not hmac.compare_digest(checksum, bytes(view[total - _CHECKSUM :])):
         raise ChecksumError(f"{what}: checksum mismatch, the bytes were corrupted in transit or storage")
     if any(view[_FIXED.size + meta_len : body_start]):
         raise FormatError(f"{what}: non-zero padding")

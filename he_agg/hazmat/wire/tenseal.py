@@ -26,6 +26,7 @@ import numpy as np
 from ...errors import FormatError, ParameterError, ParameterMismatchError
 from ...params import Params
 from . import seal
+from .envelope import as_bytes
 
 __all__ = [
     "ResidueView",
@@ -163,7 +164,7 @@ class ResidueView:
 
     def chunks(self, params: Params) -> list[bytes | memoryview]:
         """Each ciphertext's residue bytes, in order (gathered only for segmented layouts)."""
-        whole = memoryview(self.buffer).cast("B") if not isinstance(self.buffer, memoryview) else self.buffer
+        whole = as_bytes(self.buffer)
         if self.offsets.ndim == 1:
             size = 2 * len(params.data_moduli) * params.n * 8
             return [whole[o : o + size] for o in self.offsets.tolist()]
