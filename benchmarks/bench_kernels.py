@@ -132,6 +132,47 @@ def test_ntt(benchmark, backend: str, direction: str) -> None:  # type: ignore[n
     benchmark(fn, data, Q3)  # in place: the input stays reduced, values do not matter
 
 
+NTT_PATHS = ("scalar", "avx2", "avx512")
+
+
+def _ntt_primes(n: int, count: int = 3, bits: int = 60) -> tuple[int, ...]:
+    """The `count` largest primes q < 2^bits with q = 1 mod 2n."""
+    from he_agg.hazmat.kernels import tables
+
+    out, q = [], (1 << bits) - 2 * n + 1
+    while len(out) < count:
+        if tables.is_prime(q):
+            out.append(q)
+        q -= 2 * n
+    return tuple(out)
+
+
+@pytest.mark.skipif("native" not in FAST, reason="native core not built")
+@pytest.mark.parametrize("n", [8192, 16384])
+@pytest.mark.parametrize("path", NTT_PATHS)
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_ntt_native_path(benchmark, direction: str, path: str, n: int) -> None:  # type: ignore[no-untyped-def]
+    """The native NTT forced onto one code path (csrc/ntt.c); time / prime_polys is the
+    cost of one (prime, polynomial)."""
+    from he_agg.hazmat.kernels import _native
+
+    lib = _native.lib
+    code = getattr(lib, f"HEAGG_NTT_{path.upper()}")
+    if lib.heagg_ntt_select(code) != code:
+        pytest.skip(f"no {path} NTT on this CPU or build")
+    try:
+        moduli = Q3 if n == N else _ntt_primes(n)
+        rng = np.random.default_rng(5)
+        data = np.stack([rng.integers(0, q, size=(2, n), dtype=np.uint64) for q in moduli], axis=-2)
+        fn = kernels.ntt_forward if direction == "forward" else kernels.ntt_inverse
+        with kernels.use_backend("native"):
+            fn(data.copy(), moduli)  # warm up (tables)
+            benchmark.extra_info["prime_polys"] = 2 * len(moduli)
+            benchmark(fn, data, moduli)  # in place: the input stays reduced
+    finally:
+        lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
+
+
 @pytest.mark.parametrize("op", ["mul", "add"])
 def test_pointwise(benchmark, backend: str, op: str) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(2)

@@ -90,6 +90,20 @@ int heagg_ntt_inverse(uint64_t *data, size_t rows, size_t nmod, size_t n,
                       const uint64_t *moduli, const uint64_t *tables);
 
 /*
+ * The NTT's code path. Every path gives the same words; HEAGG_NTT_AUTO (the default)
+ * uses the widest one the CPU supports, and tests force the others to keep them covered.
+ * heagg_ntt_select(path) sets the path for the whole process and returns the path now
+ * in use; for a path this build or CPU lacks it changes nothing and returns -1.
+ * heagg_ntt_select(-1) only returns the path in use. A path that needs a larger n
+ * (avx2: n >= 16, avx512: n >= 64) leaves smaller transforms to the next narrower one.
+ */
+#define HEAGG_NTT_AUTO 0
+#define HEAGG_NTT_SCALAR 1
+#define HEAGG_NTT_AVX2 2
+#define HEAGG_NTT_AVX512 3
+int heagg_ntt_select(int path);
+
+/*
  * Pointwise modular arithmetic on (rows, nmod, n) arrays. `b` (and `c`) have either
  * `rows` rows or exactly 1 row (then broadcast to every row): b_rows / c_rows say which.
  * out may alias a, b or c.

@@ -20,7 +20,6 @@ Given shares for several active sets (more than t parties answered, e.g. from
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ from .ciphertext import Submission
 from .context import PublicContext
 from .errors import InconsistentShareError, ShareBindingError, ThresholdError
 from .hazmat.decryption import decode_phase, phase, self_consistency_residual
-from .hazmat.sampling import GAUSSIAN_MAX
+from .hazmat.sampling import GAUSSIAN_MAX, dither_shift
 from .keygen import KeygenConfig, KeygenParty, PartyIdentity, deal
 from .keyshare import KeyShare, Policy
 from .params import AGGREGATION, Params
@@ -108,8 +107,7 @@ def _sigma(request: DecryptionRequest) -> float:
 def _check_self_consistency(request: DecryptionRequest, complete: Mapping[tuple[int, ...], Mapping[int, DecryptionShare]]) -> None:
     params = request.context.params
     sigma = _sigma(request)
-    shift = max(0, math.ceil(math.log2(sigma * (GAUSSIAN_MAX + 1.0))) - 52)
-    max_noise = (GAUSSIAN_MAX + 1e-9) * sigma + 2.0**shift  # |σ·z| plus rounding and dither
+    max_noise = (GAUSSIAN_MAX + 1e-9) * sigma + 2.0 ** dither_shift(sigma)  # |σ·z| + rounding + dither
     by_party: dict[int, list[DecryptionShare]] = {}
     for group in complete.values():
         for party, share in group.items():

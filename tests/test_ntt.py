@@ -297,3 +297,184 @@ def test_native_rejects_foreign_tables() -> None:
     )
     assert rc == _native.lib.HEAGG_ERR_ARGUMENT
     assert "argument" in _native.strerror(rc)
+
+
+# -- native code paths (scalar, AVX2, AVX-512): each forced, all word-for-word equal ---------------
+
+NATIVE_PATHS = ("scalar", "avx2", "avx512")
+
+
+def _native_lib():  # type: ignore[no-untyped-def]
+    from he_agg.hazmat.kernels import _native
+
+    return _native.lib
+
+
+@pytest.fixture(params=NATIVE_PATHS)
+def native_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The native backend with its NTT forced onto one code path (skipped where missing)."""
+    if "native" not in BACKENDS:
+        pytest.skip("native core not built")
+    lib = _native_lib()
+    code = getattr(lib, f"HEAGG_NTT_{request.param.upper()}")
+    if lib.heagg_ntt_select(code) != code:
+        pytest.skip(f"no {request.param} NTT on this CPU or build")
+    try:
+        with kernels.use_backend("native"):
+            yield request.param
+    finally:
+        lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
+
+
+def _scalar_ntt(data: np.ndarray, moduli: tuple[int, ...], inverse: bool) -> np.ndarray:
+    """data through the native scalar path (the reference the vector paths must match);
+    the path in use before is in use again after."""
+    lib = _native_lib()
+    previous = lib.heagg_ntt_select(-1)
+    assert lib.heagg_ntt_select(lib.HEAGG_NTT_SCALAR) == lib.HEAGG_NTT_SCALAR
+    try:
+        out = data.copy()
+        with kernels.use_backend("native"):
+            (kernels.ntt_inverse if inverse else kernels.ntt_forward)(out, moduli)
+        return out
+    finally:
+        assert lib.heagg_ntt_select(previous) == previous
+
+
+def _extreme_poly(rng: np.random.Generator, moduli: tuple[int, ...], rows: int, n: int) -> np.ndarray:
+    """Random residues with runs of q - 1, 0 and 1 (lazy reduction's worst and best cases)."""
+    data = random_poly(rng, moduli, (rows,), n)
+    top = np.array([q - 1 for q in moduli], dtype=np.uint64).reshape(-1, 1)
+    if rows:
+        data[0, :, : n // 2] = top
+        data[-1, :, n // 4 : n // 2] = 0
+        data[-1, :, n // 2 : n // 2 + n // 8] = 1
+        data[-1, :, -(n // 8) :] = top
+    return data
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="native core not built")
+def test_ntt_select() -> None:
+    lib = _native_lib()
+    try:
+        best = lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
+        assert best in (lib.HEAGG_NTT_SCALAR, lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512)
+        assert lib.heagg_ntt_select(-1) == best
+        assert lib.heagg_ntt_select(lib.HEAGG_NTT_SCALAR) == lib.HEAGG_NTT_SCALAR
+        assert lib.heagg_ntt_select(-1) == lib.HEAGG_NTT_SCALAR
+        assert lib.heagg_ntt_select(99) == -1  # unknown: refused, nothing changed
+        assert lib.heagg_ntt_select(-1) == lib.HEAGG_NTT_SCALAR
+        for path in (lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512):  # the best is never refused
+            if path <= best:
+                assert lib.heagg_ntt_select(path) == path
+    finally:
+        assert lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO) == best
+
+
+@pytest.mark.parametrize(("q", "a", "expected"), KNOWN)
+def test_paths_known_answers(native_path: str, q: int, a: list[int], expected: list[int]) -> None:
+    x = np.array([a], dtype=np.uint64)
+    kernels.ntt_forward(x, (q,))
+    assert x[0].tolist() == expected
+    kernels.ntt_inverse(x, (q,))
+    assert x[0].tolist() == a
+
+
+@pytest.mark.parametrize("n", [16, 32, 64, 128])
+@pytest.mark.parametrize("kind", ["small", "seal60", "61bit"])
+def test_paths_match_definition(native_path: str, n: int, kind: str) -> None:
+    """The sizes where the vector paths start (AVX2 from 16, AVX-512 from 64) and just above."""
+    moduli = {
+        "small": small_ntt_primes(n, 2),
+        "seal60": SEAL60[:2],
+        "61bit": large_ntt_primes(61, 8192, 2),
+    }[kind]
+    rng = np.random.default_rng(1000 + n)
+    data = _extreme_poly(rng, moduli, 2, n)
+    expected = np.array(
+        [[ntt_definition([int(v) for v in data[r, l]], q, tables.minimal_root(q, n))
+          for l, q in enumerate(moduli)] for r in range(2)],
+        dtype=np.uint64,
+    )
+    out = data.copy()
+    kernels.ntt_forward(out, moduli)
+    assert np.array_equal(out, expected)
+    kernels.ntt_inverse(out, moduli)
+    assert np.array_equal(out, data)
+
+
+@pytest.mark.parametrize("logn", range(1, 18))
+def test_paths_agree_every_degree(native_path: str, logn: int) -> None:
+    """Every supported degree, the largest NTT primes below 2^61 and 2^60, extreme inputs."""
+    n = 1 << logn
+    moduli = large_ntt_primes(61, n, 1) + large_ntt_primes(60, n, 1)
+    rng = np.random.default_rng(logn)
+    data = _extreme_poly(rng, moduli, 2 if n <= 8192 else 1, n)
+    for inverse in (False, True):
+        expected = _scalar_ntt(data, moduli, inverse)
+        out = data.copy()
+        (kernels.ntt_inverse if inverse else kernels.ntt_forward)(out, moduli)
+        assert np.array_equal(out, expected), (native_path, inverse)
+        (kernels.ntt_forward if inverse else kernels.ntt_inverse)(out, moduli)
+        assert np.array_equal(out, data)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    logn=st.integers(4, 13),
+    bits=st.integers(9, 61),
+    offset=st.integers(0, 2**40),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_paths_agree_random_moduli(logn: int, bits: int, offset: int, seed: int) -> None:
+    """Random NTT primes of 9 to 61 bits (mostly near the top of their range), every path."""
+    if "native" not in BACKENDS:
+        pytest.skip("native core not built")
+    n = 1 << logn
+    bits = max(bits, 2 * logn + 2)
+    start = (1 << bits) - 1 - offset % (1 << (bits - 2))
+    q = start - (start - 1) % (2 * n)  # q = 1 mod 2n, below 2^bits
+    while not tables.is_prime(q):
+        q -= 2 * n
+    assert q > 2 * n and q.bit_length() <= bits
+    moduli = (q,)
+    data = _extreme_poly(np.random.default_rng(seed), moduli, 2, n)
+    expected_fwd, expected_inv = _scalar_ntt(data, moduli, False), _scalar_ntt(data, moduli, True)
+    lib = _native_lib()
+    try:
+        for path in (lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512):
+            if lib.heagg_ntt_select(path) != path:
+                continue
+            with kernels.use_backend("native"):
+                fwd, inv = data.copy(), data.copy()
+                kernels.ntt_forward(fwd, moduli)
+                kernels.ntt_inverse(inv, moduli)
+            assert np.array_equal(fwd, expected_fwd), path
+            assert np.array_equal(inv, expected_inv), path
+    finally:
+        lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
+    if n <= 64:  # and the scalar path against the O(n^2) definition
+        psi = tables.minimal_root(q, n)
+        assert [int(v) for v in expected_fwd[0, 0]] == ntt_definition([int(v) for v in data[0, 0]], q, psi)
+
+
+@pytest.mark.parametrize("n", [16384, 32768])
+def test_backends_agree_large(n: int) -> None:
+    """As test_backends_agree_n8192, for the larger SEAL degrees (numpy is too slow here)."""
+    moduli = large_ntt_primes(60, n, 2)
+    data = _extreme_poly(np.random.default_rng(n), moduli, 1, n)
+    results = []
+    for name in [b for b in BACKENDS if b != "numpy"]:
+        with kernels.use_backend(name):
+            fwd, inv = data.copy(), data.copy()
+            kernels.ntt_forward(fwd, moduli)
+            kernels.ntt_inverse(inv, moduli)
+            results.append((name, fwd, inv))
+    for name, fwd, inv in results:
+        assert np.array_equal(fwd, results[0][1]), name
+        assert np.array_equal(inv, results[0][2]), name
+    q, psi, j = moduli[0], tables.minimal_root(moduli[0], n), 12345 % n
+    point, value = pow(psi, 2 * bitrev(j, n) + 1, q), 0
+    for coeff in reversed(data[0, 0].tolist()):  # Horner: a(point)
+        value = (value * point + coeff) % q
+    assert int(results[0][1][0, 0, j]) == value

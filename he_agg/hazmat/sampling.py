@@ -31,6 +31,7 @@ __all__ = [
     "cbd",
     "fresh_key",
     "GAUSSIAN_MAX",
+    "dither_shift",
     "gaussian_integers",
     "standard_normal",
     "ternary",
@@ -165,6 +166,11 @@ def standard_normal(stream: KeyedStream, count: int) -> np.ndarray:
     return np.concatenate(parts)[:count]
 
 
+def dither_shift(sigma: float) -> int:
+    """Smallest g ≥ 0 with σ·GAUSSIAN_MAX / 2^g ≤ 2^53: every rounded value is then exact."""
+    return max(0, math.ceil(math.log2(sigma * GAUSSIAN_MAX)) - 53)
+
+
 def gaussian_integers(stream: KeyedStream, count: int, sigma: float) -> tuple[np.ndarray, int]:
     """Integer flooding noise of standard deviation ``sigma``: returns (high, shift).
 
@@ -174,11 +180,11 @@ def gaussian_integers(stream: KeyedStream, count: int, sigma: float) -> tuple[np
     2^(shift−1)). ``shift`` is the smallest power of two that keeps every σ·z/2^shift
     exact in float64 (|z| ≤ GAUSSIAN_MAX ≈ 12.01), so the distribution has no gaps at any
     σ: a Gaussian of variance σ² smoothed at a scale 2^shift ≪ σ (extra variance
-    ≈ 2^(2·shift)/6, negligible). shift is 0 for σ ≤ 2^48.
+    ≈ 2^(2·shift)/6, negligible). shift is 0 for σ ≤ 2^49.4.
     """
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError("sigma must be positive and finite")
-    shift = max(0, math.ceil(math.log2(sigma * (GAUSSIAN_MAX + 1.0))) - 52)
+    shift = dither_shift(sigma)
     z = standard_normal(stream, count)
     high = np.rint(z * (sigma / 2.0**shift)).astype(np.int64)
     z.fill(0.0)
