@@ -187,3 +187,97 @@ def test_crt_to_double(benchmark, backend: str) -> None:  # type: ignore[no-unty
     data = _residues(np.random.default_rng(3), (1,), Q3)
     kernels.crt_to_double(data, Q3, 2.0**80)
     benchmark(kernels.crt_to_double, data, Q3, 2.0**80)
+
+
+# -- noise kernels and the multiplications of a decryption share ----------------------------------
+# One share for 2^20 values at N = 8192 is 256 ciphertexts: 2^21 Gaussian integers, their
+# residues (256, 2, 8192), one NTT and one muladd of that size.
+
+SHARE_ROWS, SHARE_VALUES = 256, 256 * N
+SIMD_PATHS = ("scalar", "avx2", "avx512")
+
+
+def _simd_path(path: str):  # type: ignore[no-untyped-def]
+    """The native lib with heagg_simd_select forced to `path` (skip if missing)."""
+    from he_agg.hazmat.kernels import _native
+
+    lib = _native.lib
+    code = getattr(lib, f"HEAGG_NTT_{path.upper()}")
+    if lib.heagg_simd_select(code) != code:
+        pytest.skip(f"no {path} code path on this CPU or build")
+    return lib
+
+
+@pytest.fixture(scope="module")
+def gaussian_words() -> np.ndarray:
+    from he_agg.hazmat.sampling import KeyedStream
+
+    return KeyedStream(bytes(32), b"bench").words(int(SHARE_VALUES * 1.3))
+
+
+def test_gaussian_from_words(benchmark, backend: str, gaussian_words: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """2^21 int64 values at scale 2^48 (the polar kernel alone, words given)."""
+    out = np.empty(SHARE_VALUES, dtype=np.int64)
+    kernels.gaussian_from_words(gaussian_words[:1000], 100, 2.0**48)  # warm up (numba compiles)
+    benchmark.extra_info["values"] = SHARE_VALUES
+    benchmark(kernels.gaussian_from_words, gaussian_words, SHARE_VALUES, 2.0**48, out=out)
+
+
+@pytest.mark.skipif("native" not in FAST, reason="native core not built")
+@pytest.mark.parametrize("path", ["scalar", "avx512"])
+def test_gaussian_native_path(benchmark, path: str, gaussian_words: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    lib = _simd_path(path)
+    try:
+        out = np.empty(SHARE_VALUES, dtype=np.int64)
+        with kernels.use_backend("native"):
+            benchmark(kernels.gaussian_from_words, gaussian_words, SHARE_VALUES, 2.0**48, out=out)
+    finally:
+        lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)
+
+
+def test_gaussian_integers(benchmark, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """The sampler a share uses: keystream (ChaCha20) and polar kernel, in 512 KiB chunks."""
+    from he_agg.hazmat.sampling import KeyedStream, gaussian_integers
+
+    stream = KeyedStream(bytes(32), b"bench")
+    gaussian_integers(stream, 1000, 2.0**48.5)  # warm up
+    benchmark(gaussian_integers, stream, SHARE_VALUES, 2.0**48.5)
+
+
+def test_keyed_stream_words(benchmark) -> None:  # type: ignore[no-untyped-def]
+    from he_agg.hazmat.sampling import KeyedStream
+
+    stream = KeyedStream(bytes(32), b"bench")
+    benchmark.extra_info["bytes"] = 8 * int(SHARE_VALUES * 1.3)
+    benchmark(stream.words, int(SHARE_VALUES * 1.3))
+
+
+@pytest.mark.parametrize("bits", [50, 63])
+def test_signed_to_rns(benchmark, backend: str, bits: int) -> None:  # type: ignore[no-untyped-def]
+    """(256, 8192) int64 -> (256, 2, 8192) residues; 50-bit values take the branch-free
+    path, 63-bit ones the exact one."""
+    values = np.random.default_rng(6).integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(SHARE_ROWS, N))
+    kernels.signed_to_rns(values[:1], Q2)  # warm up
+    benchmark(kernels.signed_to_rns, values, Q2)
+
+
+@pytest.mark.skipif("native" not in FAST, reason="native core not built")
+@pytest.mark.parametrize("path", SIMD_PATHS)
+@pytest.mark.parametrize("op", ["mul", "muladd", "mul_scalar"])
+def test_pointwise_native_path(benchmark, op: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    """A share's product: (256, 2, 8192) times a broadcast (2, 8192) row (plus noise)."""
+    lib = _simd_path(path)
+    try:
+        rng = np.random.default_rng(7)
+        a, c = _residues(rng, (SHARE_ROWS,), Q2), _residues(rng, (SHARE_ROWS,), Q2)
+        b = _residues(rng, (), Q2)
+        out = np.empty_like(a)
+        with kernels.use_backend("native"):
+            if op == "mul":
+                benchmark(kernels.mul, out, a, b, Q2)
+            elif op == "muladd":
+                benchmark(kernels.muladd, out, a, b, c, Q2)
+            else:
+                benchmark(kernels.mul_scalar, out, a, [3, 5], Q2)
+    finally:
+        lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)

@@ -11,7 +11,7 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("util.c", "sum.c", "ntt.c", "pointwise.c", "crt.c")
+SOURCES = ("util.c", "sum.c", "ntt.c", "pointwise.c", "crt.c", "noise.c")
 
 
 def _rel(name: str) -> str:

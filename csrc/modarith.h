@@ -127,4 +127,37 @@ static inline int heagg_mul_size(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
 
+/* ---- vector code paths of pointwise.c and noise.c ------------------------------------- */
+
+/* Hand-written AVX2 / AVX-512 code is compiled on x86-64 with GCC or Clang, unless
+ * -DHEAGG_NO_SIMD (ntt.c follows the same rule). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(HEAGG_NO_SIMD)
+#define HEAGG_X86 1
+#else
+#define HEAGG_X86 0
+#endif
+
+/* 1 if this build and CPU can run `path` (a HEAGG_NTT_* code other than AUTO).
+ * __builtin_cpu_supports also checks that the OS saves the vector registers. */
+static inline int heagg_path_supported(int path) {
+    switch (path) {
+    case HEAGG_NTT_SCALAR:
+        return 1;
+#if HEAGG_X86
+    case HEAGG_NTT_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    case HEAGG_NTT_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#endif
+    default:
+        return 0;
+    }
+}
+
+/* The path heagg_simd_select() chose (defined in pointwise.c): SCALAR, AVX2 or AVX512,
+ * never AUTO. Internal: not part of the ABI. */
+__attribute__((visibility("hidden"))) int heagg_simd_path(void);
+
 #endif /* HE_AGG_MODARITH_H */

@@ -172,8 +172,7 @@ class KeyShare:
         noise = flooding_noise(KeyedStream(self._noise_key, label), aggregate.count, sigma, params)
         lam = lagrange_at_zero(parties, self.party, params.data_moduli)
         c1 = np.ascontiguousarray(aggregate.data[:, 1])
-        residues = make_share(self._secret, lam, c1, noise, params)
-        noise.fill(0)
+        residues = make_share(self._secret, lam, c1, noise, params)  # the noise array becomes the share
         return DecryptionShare(self.party, parties, request.digest, self.context.committee_id, residues)
 
     # -- storage ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Kernels against Python big integers, across every backend, bit for bit.
 
 Covers sum_ciphertexts (lazy reduction, validation, rollback, bounds), the pointwise
-operations (broadcasting, aliasing), crt_to_double (exact fractions) and backend
-selection. NTT tests live in test_ntt.py.
+operations (broadcasting, aliasing, each native code path forced), crt_to_double (exact
+fractions) and backend selection. NTT tests live in test_ntt.py; signed_to_rns and the
+Gaussian sampler in test_noise_kernels.py.
 """
 
 from __future__ import annotations
@@ -693,6 +694,100 @@ def test_mul_scalar(backend: str) -> None:
     with pytest.raises(ParameterMismatchError):
         kernels.mul_scalar(out, a, [1, 1], moduli)
 
+
+
+# -- pointwise: the native code paths (scalar, AVX2, AVX-512), each forced --------------------
+
+SIMD_PATHS = ("scalar", "avx2", "avx512")
+
+
+def _native_lib():  # type: ignore[no-untyped-def]
+    from he_agg.hazmat.kernels import _native
+
+    return _native.lib
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The native backend with heagg_simd_select forced to one path (skipped where missing)."""
+    if "native" not in BACKENDS:
+        pytest.skip("native core not built")
+    lib = _native_lib()
+    code = getattr(lib, f"HEAGG_NTT_{request.param.upper()}")
+    if lib.heagg_simd_select(code) != code:
+        pytest.skip(f"no {request.param} code path on this CPU or build")
+    try:
+        with kernels.use_backend("native"):
+            yield request.param
+    finally:
+        lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)
+
+
+def _prime_near(x: int, step: int) -> int:
+    while not _is_prime(x):
+        x += step
+    return x
+
+
+# Per bit length k = 2 .. 61 the largest prime below 2^k and the smallest above 2^(k-1): the
+# vector Barrett shifts by 63 - k and 62 - k, and its bounds are tightest at the ends.
+PRIME_PAIRS = [
+    tuple(sorted({_prime_near((1 << k) - 1, -1), _prime_near((1 << (k - 1)) + 1, 1)}))
+    for k in range(3, 62)
+]
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="native core not built")
+def test_simd_select() -> None:
+    lib = _native_lib()
+    ntt_path = lib.heagg_ntt_select(-1)
+    try:
+        best = lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)
+        assert best in (lib.HEAGG_NTT_SCALAR, lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512)
+        assert lib.heagg_simd_select(-1) == best
+        assert lib.heagg_simd_select(lib.HEAGG_NTT_SCALAR) == lib.HEAGG_NTT_SCALAR
+        assert lib.heagg_ntt_select(-1) == ntt_path  # a setting of its own
+        assert lib.heagg_simd_select(99) == -1  # unknown: refused, nothing changed
+        assert lib.heagg_simd_select(-1) == lib.HEAGG_NTT_SCALAR
+    finally:
+        assert lib.heagg_simd_select(lib.HEAGG_NTT_AUTO) == best
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 16, 256, 8192])
+@pytest.mark.parametrize("near", [0.0, 0.5, 1.0])
+def test_pointwise_paths_match_big_ints(simd_path: str, n: int, near: float) -> None:
+    """mul, muladd (b and c broadcast or not) and mul_scalar on one forced path, for every
+    moduli set and (n <= 256) primes of every bit length; n < 8 leaves words to the
+    scalar tail."""
+    rng = np.random.default_rng(n + int(10 * near))
+    for moduli in MODULI_SETS + (PRIME_PAIRS if n <= 256 else []):
+        shape = (3, len(moduli), n)
+        a = residues(rng, shape, moduli, near)
+        b, c = residues(rng, shape, moduli, near), residues(rng, shape, moduli, near)
+        for op in ("mul", "muladd"):
+            for bb in (b, b[0]):
+                out = np.empty_like(a)
+                _call(op, out, a, bb, c[1], moduli)
+                assert np.array_equal(out, _expected(op, a, bb, c[1], moduli)), (op, moduli)
+        scalars = [int(x) for x in residues(rng, (len(moduli), 1), moduli, near)[:, 0]]
+        out = np.empty_like(a)
+        kernels.mul_scalar(out, a, scalars, moduli)
+        expect = a.astype(object) * np.array(scalars, dtype=object).reshape(-1, 1) % np.array(
+            moduli, dtype=object).reshape(-1, 1)
+        assert np.array_equal(out, expect.astype(np.uint64)), ("mul_scalar", moduli)
+
+
+def test_pointwise_paths_agree_in_place(simd_path: str) -> None:
+    """Aliased operands (out is a, b or c) on every path, against the scalar path."""
+    moduli = P61
+    rng = np.random.default_rng(11)
+    a, b, c = (residues(rng, (5, 2, 64), moduli, 0.3) for _ in range(3))
+    expected = _expected("muladd", a, b, c, moduli)
+    for alias in ("a", "b", "c"):
+        x, y, z = a.copy(), b.copy(), c.copy()
+        out = {"a": x, "b": y, "c": z}[alias]
+        kernels.muladd(out, x, y, z, moduli)
+        assert np.array_equal(out, expected), alias
 
 def test_pointwise_argument_errors() -> None:
     moduli = (17, 97)

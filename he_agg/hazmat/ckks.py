@@ -65,21 +65,9 @@ def decode(coefficients: np.ndarray) -> np.ndarray:
 
 
 def signed_to_rns(values: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:
-    """Small signed integers (int64, shape (..., N)) → residues (..., L, N) modulo each prime."""
-    values = np.asarray(values, dtype=np.int64)
-    out = np.empty(values.shape[:-1] + (len(moduli), values.shape[-1]), dtype=np.uint64)
-    if values.size == 0:
-        return out
-    small = max(-int(values.min()), int(values.max())) < min(moduli)
-    if small:  # v mod q is v, or v + q (mod 2^64) when v < 0: add q under the sign mask
-        unsigned = values.view(np.uint64)
-        sign = (values >> 63).view(np.uint64)  # all ones where v < 0
-        for l, q in enumerate(moduli):
-            np.add(unsigned, sign & np.uint64(q), out=out[..., l, :])
-        return out
-    for l, q in enumerate(moduli):
-        out[..., l, :] = np.mod(values, np.int64(q)).astype(np.uint64)
-    return out
+    """Signed integers (int64 of any magnitude, shape (..., N)) → residues (..., L, N)
+    modulo each prime (:func:`he_agg.hazmat.kernels.signed_to_rns`)."""
+    return kernels.signed_to_rns(np.asarray(values, dtype=np.int64), moduli)
 
 
 def scaled_to_rns(high: np.ndarray, shift: int, low: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..params import Params
 from . import ckks, kernels
-from .ckks import scaled_to_rns
+from .ckks import scaled_to_rns, signed_to_rns
 from .sampling import KeyedStream, gaussian_integers, uniform_low_bits
 from .shamir import x_coordinate
 
@@ -45,23 +45,28 @@ def flooding_noise(stream: KeyedStream, count: int, sigma: float, params: Params
     """``count`` flooding polynomials (one integer polynomial each) as NTT residues (count, L, N)."""
     n, moduli = params.n, params.data_moduli
     high, shift = gaussian_integers(stream, count * n, sigma)
-    low = uniform_low_bits(stream, count * n, shift)
-    out = scaled_to_rns(high.reshape(count, n), shift, low.reshape(count, n), moduli)
+    if shift:  # the dither below the float64 grid (none needed up to σ ≈ 2^49.4)
+        low = uniform_low_bits(stream, count * n, shift)
+        out = scaled_to_rns(high.reshape(count, n), shift, low.reshape(count, n), moduli)
+        low.fill(0)
+    else:
+        out = signed_to_rns(high.reshape(count, n), moduli)
     high.fill(0)
-    low.fill(0)
     kernels.ntt_forward(out, moduli)
     return out
 
 
 def make_share(secret: np.ndarray, lam: np.ndarray, c1: np.ndarray, noise: np.ndarray, params: Params) -> np.ndarray:
-    """d = (λ·s)·c1 + e in NTT form; ``secret`` (L, N), ``c1`` and ``noise`` (count, L, N)."""
+    """d = (λ·s)·c1 + e in NTT form, written over ``noise`` (which becomes the public share).
+
+    ``secret`` (L, N); ``c1`` and ``noise`` (count, L, N).
+    """
     moduli = params.data_moduli
     scaled = np.empty_like(secret)
     kernels.mul_scalar(scaled, secret, lam, moduli)
-    out = np.empty_like(c1)
-    kernels.muladd(out, c1, scaled, noise, moduli)
+    kernels.muladd(noise, c1, scaled, noise, moduli)
     scaled.fill(0)
-    return out
+    return noise
 
 
 def phase(c0: np.ndarray, shares: Sequence[np.ndarray], params: Params) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Residue kernels: sum, NTT, pointwise arithmetic and CRT, behind one signature.
+"""Residue kernels: sum, NTT, pointwise arithmetic, CRT, signed integers to residues and
+Gaussian samples from uniform words, behind one signature.
 
 Three backends compute the same bits:
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,7 @@ import numpy as np
 from he_agg.errors import (
     FormatError,
     NativeCoreError,
+    ParameterError,
     ParameterMismatchError,
     ResidueRangeError,
 )
@@ -36,19 +39,23 @@ from .tables import ModuliLike, crt_radix, crt_tables, minimal_root, ntt_tables
 
 __all__ = [
     "BACKENDS",
+    "GAUSSIAN_MAX_SCALE",
     "active_backend",
     "add",
     "available_backends",
     "crt_radix",
     "crt_tables",
     "crt_to_double",
+    "gaussian_from_words",
     "minimal_root",
     "mul",
     "mul_scalar",
     "muladd",
+    "normal_from_words",
     "ntt_forward",
     "ntt_inverse",
     "ntt_tables",
+    "signed_to_rns",
     "sub",
     "sum_ciphertexts",
     "use_backend",
@@ -436,6 +443,88 @@ def mul_scalar(out: np.ndarray, a: np.ndarray, scalars: Sequence[int] | np.ndarr
         if not 0 <= s < q:
             raise ResidueRangeError(f"scalar {l} ({s}) is not in [0, {q})")
     _impl().mul_scalar(out3, a3, np.array(values, dtype=np.uint64), mods)
+
+
+# -- signed integers and Gaussian samples ---------------------------------------------------
+
+#: Largest scale gaussian_from_words accepts: |x·f| < 12.02 < 2^4, so every rounded
+#: value fits an int64.
+GAUSSIAN_MAX_SCALE = 2.0**58
+
+
+def signed_to_rns(values: np.ndarray, moduli: ModuliLike) -> np.ndarray:
+    """int64 values (..., n) -> residues (..., nmod, n): v mod q_l in [0, q_l), any int64."""
+    mods = _moduli(moduli)
+    if not isinstance(values, np.ndarray):
+        raise TypeError(f"values must be a numpy array, got {type(values).__name__}")
+    if values.dtype != np.int64:
+        raise ParameterMismatchError(f"values must have dtype int64, got {values.dtype}")
+    if values.ndim < 1:
+        raise ParameterMismatchError("values must have at least one axis (..., n)")
+    n = values.shape[-1]
+    tables.check_degree(n)
+    out = np.empty(values.shape[:-1] + (len(mods), n), dtype=np.uint64)
+    if out.size:
+        v2 = np.ascontiguousarray(values).reshape(-1, n)
+        _impl().signed_to_rns(out.reshape(-1, len(mods), n), v2, mods)
+    return out
+
+
+def _words(words: Any) -> np.ndarray:
+    if not isinstance(words, np.ndarray):
+        raise TypeError(f"words must be a numpy array, got {type(words).__name__}")
+    if words.dtype != np.uint64 or words.ndim != 1:
+        raise ParameterMismatchError(f"words must be a 1-D uint64 array, got {words.dtype} {words.shape}")
+    return np.ascontiguousarray(words)
+
+
+def _polar_output(out: np.ndarray | None, count: int, dtype: type) -> np.ndarray:
+    if count < 0:
+        raise ParameterError(f"count must be non-negative, got {count}")
+    if out is None:
+        return np.empty(count, dtype=dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.ndim != 1:
+        raise ParameterMismatchError(f"out must be a 1-D {np.dtype(dtype)} array")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ParameterMismatchError("out must be C-contiguous and writable")
+    if out.size < count:
+        raise ParameterMismatchError(f"out holds {out.size} values; {count} requested")
+    return out[:count]
+
+
+def gaussian_from_words(
+    words: np.ndarray, count: int, scale: float, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Rounded Gaussian integers from uniform words (Marsaglia's polar method).
+
+    Words are taken in pairs (w0, w1), in order: x = (w0 >> 11)·2^-52 − 1, y likewise,
+    s = x·x + y·y; a pair with 0 < s < 1 gives rint(x·f·scale), rint(y·f·scale) with
+    f = sqrt(−2·log(s)/s) (float64, each operation rounded in this order; ties to even).
+    Stops after `count` values (the second of the last pair may be dropped) or when fewer
+    than two words are left. Returns (values, consumed): the values produced (int64, at
+    most count; a view of `out` if given) and the number of words used, always even. A
+    second call on words[consumed:] for the remaining count continues exactly where the
+    first one stopped. Every backend gives the same bits (log is the C library's).
+    0 < scale ≤ GAUSSIAN_MAX_SCALE.
+    """
+    w = _words(words)
+    scale = float(scale)
+    if not (math.isfinite(scale) and 0.0 < scale <= GAUSSIAN_MAX_SCALE):
+        raise ParameterError(f"scale must be in (0, 2^58], got {scale!r}")
+    target = _polar_output(out, int(count), np.int64)
+    produced, consumed = _impl().gaussian(target, w, scale)
+    return target[:produced], consumed
+
+
+def normal_from_words(
+    words: np.ndarray, count: int, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """As :func:`gaussian_from_words`, but the float64 values x·f, y·f themselves
+    (standard normal, |value| < 12.02); rint(v·scale) of them gives gaussian_from_words."""
+    w = _words(words)
+    target = _polar_output(out, int(count), np.float64)
+    produced, consumed = _impl().normal(target, w)
+    return target[:produced], consumed
 
 
 # -- CRT ---------------------------------------------------------------------------------

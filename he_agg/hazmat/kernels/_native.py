@@ -23,6 +23,10 @@ _ERRORS: dict[int, type[Exception]] = {
 }
 
 
+#: Functions added to the ABI after its first release, checked at import.
+_ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_gaussian", "heagg_normal")
+
+
 def strerror(code: int) -> str:
     """The native core's description of a return code."""
     return str(ffi.string(lib.heagg_strerror(code)).decode("ascii"))
@@ -34,6 +38,9 @@ def _check(rc: int, what: str) -> None:
 
 
 def _self_check() -> None:
+    missing = [name for name in _ENTRY_POINTS if not hasattr(lib, name)]
+    if missing:  # an extension built from older sources: refuse it rather than fail later
+        raise NativeCoreError(f"the native core is out of date (lacks {', '.join(missing)}); rebuild it")
     _check(lib.heagg_self_check(), "native core self-check")
     if lib.HEAGG_NTT_TABLE_WORDS != tables.NTT_TABLE_WORDS:
         raise NativeCoreError("native core and tables.py disagree on the NTT table layout")
@@ -171,6 +178,45 @@ def mul_scalar(
         _ptr(tables.moduli_array(moduli)),
     )
     _check(rc, "mul_scalar")
+
+
+def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = _dims(out)
+    if values.dtype != np.int64:
+        raise ParameterMismatchError(f"signed_to_rns reads int64, got {values.dtype}")
+    rc = lib.heagg_signed_to_rns(
+        _ptr(out, writable=True), _ptr(values, "int64_t[]"), rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "signed_to_rns")
+
+
+# -- Gaussian --------------------------------------------------------------------------------
+
+
+def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
+    """Polar method into int64 out (count = out.size); returns (produced, consumed)."""
+    if out.dtype != np.int64:
+        raise ParameterMismatchError(f"gaussian writes int64, got {out.dtype}")
+    counts = ffi.new("size_t[2]")
+    rc = lib.heagg_gaussian(
+        _ptr(out, "int64_t[]", writable=True), out.size, _ptr(words), words.size, scale,
+        counts, counts + 1,
+    )
+    _check(rc, "gaussian")
+    return int(counts[0]), int(counts[1])
+
+
+def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
+    """Polar method into float64 out (count = out.size); returns (produced, consumed)."""
+    if out.dtype != np.float64:
+        raise ParameterMismatchError(f"normal writes float64, got {out.dtype}")
+    counts = ffi.new("size_t[2]")
+    rc = lib.heagg_normal(
+        _ptr(out, "double[]", writable=True), out.size, _ptr(words), words.size, counts, counts + 1
+    )
+    _check(rc, "normal")
+    return int(counts[0]), int(counts[1])
 
 
 # -- CRT -------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -351,6 +353,72 @@ def mul_scalar(
 ) -> None:
     shoups = np.array([(int(s) << 64) // q for s, q in zip(scalars.tolist(), moduli)], dtype=_U)
     _mul_scalar(out, a, scalars, shoups, tables.moduli_array(moduli))
+
+
+@_jit
+def _signed_to_rns(out, values, qs, m64s):  # type: ignore[no-untyped-def]
+    rows, nmod, n = out.shape
+    for r in range(rows):
+        for l in range(nmod):
+            q = qs[l]
+            top = _Z
+            for i in range(n):  # |v| < q: v + (q & sign mask); below q exactly then
+                v = values[r, i]
+                x = np.uint64(v) + (q & np.uint64(v >> np.int64(63)))
+                out[r, l, i] = x
+                top = max(top, x)
+            if top >= q:  # exactly: v mod 2^64 reduced, minus 2^64 mod q where v < 0
+                wrap = _reduce64(~_Z, q, m64s[l]) + _ONE
+                for i in range(n):
+                    v = values[r, i]
+                    negative = np.uint64(v >> np.int64(63))
+                    out[r, l, i] = _sub_mod(_reduce64(np.uint64(v), q, m64s[l]), wrap & negative, q)
+
+
+def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) -> None:
+    _, _, m64s = tables.barrett_constants(moduli)
+    _signed_to_rns(out, values, tables.moduli_array(moduli), m64s)
+
+
+# -- Gaussian (polar method) -------------------------------------------------------------------------
+# Each step one float64 operation in the C kernel's order (LLVM does not contract without
+# fastmath); math.log is the C library's log, the function csrc/noise.c calls.
+
+_GRID = 2.0**-52
+
+
+@_inline
+def _coordinate(w):  # type: ignore[no-untyped-def]
+    return np.float64(w >> np.uint64(11)) * _GRID - 1.0
+
+
+@_jit
+def _polar(out, words, scale, rounded):  # type: ignore[no-untyped-def]
+    """Fill out (int64 if rounded, else float64); returns (produced, consumed)."""
+    count, nwords = out.shape[0], words.shape[0]
+    p, i = 0, 0
+    while p < count and nwords - i >= 2:
+        x, y = _coordinate(words[i]), _coordinate(words[i + 1])
+        s = x * x + y * y
+        i += 2
+        if not (s < 1.0 and s > 0.0):
+            continue
+        f = math.sqrt(-2.0 * math.log(s) / s)
+        for v in (x * f, y * f):
+            if p < count:
+                out[p] = np.rint(v * scale) if rounded else v
+                p += 1
+    return p, i
+
+
+def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
+    produced, consumed = _polar(out, words, float(scale), True)
+    return int(produced), int(consumed)
+
+
+def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
+    produced, consumed = _polar(out, words, 1.0, False)
+    return int(produced), int(consumed)
 
 
 # -- CRT ----------------------------------------------------------------------------------------------
