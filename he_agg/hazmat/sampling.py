@@ -91,7 +91,7 @@ class KeyedStream:
     def words(self, count: int) -> np.ndarray:
         """``count`` uniform uint64 words (the next 8·count keystream bytes, little-endian)."""
         out = np.empty(count, dtype="<u8")
-        self._fill(memoryview(out.view(np.uint8)))
+        self._fill(out.data.cast("B"))
         return out.astype(np.uint64, copy=False)
 
     def _fill(self, buf: memoryview) -> None:
