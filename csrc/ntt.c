@@ -32,11 +32,9 @@
 #include "he_agg.h"
 #include "modarith.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(HEAGG_NO_SIMD)
-#define NTT_X86 1
+#define NTT_X86 HEAGG_X86 /* the rule for hand-written vector code lives in modarith.h */
+#if NTT_X86
 #include <immintrin.h>
-#else
-#define NTT_X86 0
 #endif
 
 enum { ROW_W, ROW_WP, ROW_IW, ROW_IWP, ROW_S, ROW_SP };
@@ -569,33 +567,16 @@ typedef void (*ntt_fn)(uint64_t *x, size_t n, uint64_t q, const uint64_t *tab);
 
 static int forced_path = HEAGG_NTT_AUTO; /* read and written with __atomic builtins */
 
-static int path_supported(int path) {
-    switch (path) {
-    case HEAGG_NTT_SCALAR:
-        return 1;
-#if NTT_X86
-    case HEAGG_NTT_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2");
-    case HEAGG_NTT_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-#endif
-    default:
-        return 0;
-    }
-}
-
 static int current_path(void) {
     const int path = __atomic_load_n(&forced_path, __ATOMIC_RELAXED);
     if (path != HEAGG_NTT_AUTO) return path;
-    if (path_supported(HEAGG_NTT_AVX512)) return HEAGG_NTT_AVX512;
-    if (path_supported(HEAGG_NTT_AVX2)) return HEAGG_NTT_AVX2;
+    if (heagg_path_supported(HEAGG_NTT_AVX512)) return HEAGG_NTT_AVX512;
+    if (heagg_path_supported(HEAGG_NTT_AVX2)) return HEAGG_NTT_AVX2;
     return HEAGG_NTT_SCALAR;
 }
 
 int heagg_ntt_select(int path) {
-    if (path == HEAGG_NTT_AUTO || (path > 0 && path_supported(path))) {
+    if (path == HEAGG_NTT_AUTO || (path > 0 && heagg_path_supported(path))) {
         __atomic_store_n(&forced_path, path, __ATOMIC_RELAXED);
     } else if (path >= 0) {
         return -1;
@@ -611,7 +592,7 @@ static ntt_fn pick(int inverse, size_t n) {
     if (path == HEAGG_NTT_AVX512 && n >= AVX512_MIN_N) {
         return inverse ? inverse_avx512 : forward_avx512;
     }
-    if (path >= HEAGG_NTT_AVX2 && n >= AVX2_MIN_N && path_supported(HEAGG_NTT_AVX2)) {
+    if (path >= HEAGG_NTT_AVX2 && n >= AVX2_MIN_N && heagg_path_supported(HEAGG_NTT_AVX2)) {
         return inverse ? inverse_avx2 : forward_avx2;
     }
 #endif
