@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -225,6 +227,22 @@ def _sources(cts: Sequence[np.ndarray]) -> list[tuple[bytes, np.ndarray]]:
     return [(b"\x55" + c.tobytes(), offs) for c in cts]
 
 
+def _assert_bad_residue_rolls_back(build_sources: Any, where: tuple[int, int, int, int, int], value: str) -> None:
+    """Plant one bad word; the error names it exactly and the accumulator is untouched."""
+    moduli, acc, cts, qs = _fault_setup()
+    s, c, p, l, i = where
+    bad = int(qs[l]) if value == "q" else 2**64 - 1
+    cts[s][c, p, l, i] = np.uint64(bad)
+    before = acc.copy()
+    with pytest.raises(ResidueRangeError) as info:
+        kernels.sum_ciphertexts(acc, build_sources(cts), moduli)
+    msg = str(info.value)
+    for part in (f"source {s}", f"ciphertext {c}", f"polynomial {p}", f"prime {l}",
+                 f"coefficient {i}", str(bad)):
+        assert part in msg, (part, msg)
+    assert np.array_equal(acc, before)
+
+
 @pytest.mark.parametrize(
     ("where", "value"),
     [
@@ -237,18 +255,7 @@ def _sources(cts: Sequence[np.ndarray]) -> list[tuple[bytes, np.ndarray]]:
 )
 def test_sum_bad_residue_rolls_back(backend: str, where: tuple[int, int, int, int, int],
                                      value: str) -> None:
-    moduli, acc, cts, qs = _fault_setup()
-    s, c, p, l, i = where
-    bad = int(qs[l]) if value == "q" else 2**64 - 1
-    cts[s][c, p, l, i] = np.uint64(bad)
-    before = acc.copy()
-    with pytest.raises(ResidueRangeError) as info:
-        kernels.sum_ciphertexts(acc, _sources(cts), moduli)
-    msg = str(info.value)
-    for part in (f"source {s}", f"ciphertext {c}", f"polynomial {p}", f"prime {l}",
-                 f"coefficient {i}", str(bad)):
-        assert part in msg, (part, msg)
-    assert np.array_equal(acc, before)
+    _assert_bad_residue_rolls_back(_sources, where, value)
 
 
 def test_sum_fault_is_canonical_across_backends() -> None:
@@ -509,18 +516,7 @@ def _segmented_sources(cts: Sequence[np.ndarray]) -> list[tuple[bytes, np.ndarra
 )
 def test_sum_segmented_bad_residue_rolls_back(backend: str, where: tuple[int, int, int, int, int],
                                               value: str) -> None:
-    moduli, acc, cts, qs = _fault_setup()
-    s, c, p, l, i = where
-    bad = int(qs[l]) if value == "q" else 2**64 - 1
-    cts[s][c, p, l, i] = np.uint64(bad)
-    before = acc.copy()
-    with pytest.raises(ResidueRangeError) as info:
-        kernels.sum_ciphertexts(acc, _segmented_sources(cts), moduli)
-    msg = str(info.value)
-    for part in (f"source {s}", f"ciphertext {c}", f"polynomial {p}", f"prime {l}",
-                 f"coefficient {i}", str(bad)):
-        assert part in msg, (part, msg)
-    assert np.array_equal(acc, before)
+    _assert_bad_residue_rolls_back(_segmented_sources, where, value)
 
 
 def test_sum_segmented_fault_is_canonical_across_backends() -> None:
