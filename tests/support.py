@@ -6,7 +6,11 @@ library never holds a full secret key; nothing here is imported by he_agg.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
+import pytest
 
 from he_agg.ciphertext import CiphertextBatch
 from he_agg.hazmat import ckks, kernels
@@ -42,3 +46,28 @@ def decrypted_coefficients(batch: CiphertextBatch, secret: np.ndarray, scale: fl
     m = phase(batch, secret)
     kernels.ntt_inverse(m, batch.params.data_moduli)
     return kernels.crt_to_double(m, batch.params.data_moduli, scale)
+
+
+def native_lib():  # type: ignore[no-untyped-def]
+    """The compiled core's cffi ``lib`` (for tests that call it directly)."""
+    from he_agg.hazmat.kernels import _native
+
+    return _native.lib
+
+
+@contextlib.contextmanager
+def forced_native_path(selector: str, path: str) -> Iterator[None]:
+    """Run the native backend with one code path forced (``heagg_ntt_select`` or
+    ``heagg_simd_select``, path scalar / avx2 / avx512); skip where the CPU or build lacks it."""
+    if "native" not in kernels.available_backends():
+        pytest.skip("native core not built")
+    lib = native_lib()
+    select = getattr(lib, selector)
+    code = getattr(lib, f"HEAGG_NTT_{path.upper()}")
+    if select(code) != code:
+        pytest.skip(f"no {path} code path ({selector}) on this CPU or build")
+    try:
+        with kernels.use_backend("native"):
+            yield
+    finally:
+        select(lib.HEAGG_NTT_AUTO)

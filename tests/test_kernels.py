@@ -29,6 +29,9 @@ from he_agg.errors import (
     ResidueRangeError,
 )
 from he_agg.hazmat import kernels
+from he_agg.params import is_prime
+
+from .support import forced_native_path, native_lib
 
 BACKENDS = kernels.available_backends()
 
@@ -37,35 +40,11 @@ SEAL60 = (1152921504606748673, 1152921504606830593, 1152921504606584833)
 SEAL40 = (1099510890497, 1099511480321)
 
 
-def _is_prime(q: int) -> bool:
-    if q < 2:
-        return False
-    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
-    if q in small:
-        return True
-    if any(q % p == 0 for p in small):
-        return False
-    d, s = q - 1, 0
-    while d % 2 == 0:
-        d, s = d // 2, s + 1
-    for a in small:
-        x = pow(a, d, q)
-        if x in (1, q - 1):
-            continue
-        for _ in range(s - 1):
-            x = x * x % q
-            if x == q - 1:
-                break
-        else:
-            return False
-    return True
-
-
 def ntt_primes(bits: int, n: int, count: int) -> tuple[int, ...]:
     """The `count` largest primes q < 2^bits with q = 1 mod 2n."""
     out, q = [], (1 << bits) - 2 * n + 1
     while len(out) < count:
-        if _is_prime(q):
+        if is_prime(q):
             out.append(q)
         q -= 2 * n
     return tuple(out)
@@ -697,30 +676,15 @@ def test_mul_scalar(backend: str) -> None:
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
 
-def _native_lib():  # type: ignore[no-untyped-def]
-    from he_agg.hazmat.kernels import _native
-
-    return _native.lib
-
-
 @pytest.fixture(params=SIMD_PATHS)
 def simd_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """The native backend with heagg_simd_select forced to one path (skipped where missing)."""
-    if "native" not in BACKENDS:
-        pytest.skip("native core not built")
-    lib = _native_lib()
-    code = getattr(lib, f"HEAGG_NTT_{request.param.upper()}")
-    if lib.heagg_simd_select(code) != code:
-        pytest.skip(f"no {request.param} code path on this CPU or build")
-    try:
-        with kernels.use_backend("native"):
-            yield request.param
-    finally:
-        lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)
+    with forced_native_path("heagg_simd_select", request.param):
+        yield request.param
 
 
 def _prime_near(x: int, step: int) -> int:
-    while not _is_prime(x):
+    while not is_prime(x):
         x += step
     return x
 
@@ -735,7 +699,7 @@ PRIME_PAIRS = [
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="native core not built")
 def test_simd_select() -> None:
-    lib = _native_lib()
+    lib = native_lib()
     ntt_path = lib.heagg_ntt_select(-1)
     try:
         best = lib.heagg_simd_select(lib.HEAGG_NTT_AUTO)

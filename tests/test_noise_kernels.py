@@ -26,6 +26,8 @@ from he_agg.hazmat.sampling import (
     standard_normal,
 )
 
+from .support import native_lib
+
 BACKENDS = kernels.available_backends()
 FAST = [b for b in BACKENDS if b != "numpy"]
 
@@ -35,12 +37,6 @@ P61 = (2305843009213554689, 2305843009213489153)
 MODULI_SETS = [SEAL60[:2], SEAL60, SEAL40, P61, (17,), (3, 5), (12289, 786433)]
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 KEY = bytes(range(32))
-
-
-def _native_lib():  # type: ignore[no-untyped-def]
-    from he_agg.hazmat.kernels import _native
-
-    return _native.lib
 
 
 @pytest.fixture(params=BACKENDS)
@@ -177,7 +173,7 @@ def test_gaussian_native_numba_and_paths_agree_1e6(scale: float) -> None:
             )
     if "native" in BACKENDS:
         for path in ("scalar", "avx512"):
-            lib = _native_lib()
+            lib = native_lib()
             code = getattr(lib, f"HEAGG_NTT_{path.upper()}")
             if lib.heagg_simd_select(code) != code:
                 continue
@@ -229,7 +225,7 @@ def _native_paths() -> Iterator[str]:
     """Force each native code path in turn (those this CPU has), then restore AUTO."""
     if "native" not in BACKENDS:
         return
-    lib = _native_lib()
+    lib = native_lib()
     try:
         for path in ("scalar", "avx2", "avx512"):
             code = getattr(lib, f"HEAGG_NTT_{path.upper()}")

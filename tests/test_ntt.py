@@ -17,6 +17,8 @@ from he_agg.errors import ParameterError, ParameterMismatchError
 from he_agg.hazmat import kernels
 from he_agg.hazmat.kernels import tables
 
+from .support import forced_native_path, native_lib
+
 BACKENDS = kernels.available_backends()
 SEAL60 = (1152921504606748673, 1152921504606830593, 1152921504606584833)
 
@@ -304,32 +306,17 @@ def test_native_rejects_foreign_tables() -> None:
 NATIVE_PATHS = ("scalar", "avx2", "avx512")
 
 
-def _native_lib():  # type: ignore[no-untyped-def]
-    from he_agg.hazmat.kernels import _native
-
-    return _native.lib
-
-
 @pytest.fixture(params=NATIVE_PATHS)
 def native_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """The native backend with its NTT forced onto one code path (skipped where missing)."""
-    if "native" not in BACKENDS:
-        pytest.skip("native core not built")
-    lib = _native_lib()
-    code = getattr(lib, f"HEAGG_NTT_{request.param.upper()}")
-    if lib.heagg_ntt_select(code) != code:
-        pytest.skip(f"no {request.param} NTT on this CPU or build")
-    try:
-        with kernels.use_backend("native"):
-            yield request.param
-    finally:
-        lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
+    with forced_native_path("heagg_ntt_select", request.param):
+        yield request.param
 
 
 def _scalar_ntt(data: np.ndarray, moduli: tuple[int, ...], inverse: bool) -> np.ndarray:
     """data through the native scalar path (the reference the vector paths must match);
     the path in use before is in use again after."""
-    lib = _native_lib()
+    lib = native_lib()
     previous = lib.heagg_ntt_select(-1)
     assert lib.heagg_ntt_select(lib.HEAGG_NTT_SCALAR) == lib.HEAGG_NTT_SCALAR
     try:
@@ -355,7 +342,7 @@ def _extreme_poly(rng: np.random.Generator, moduli: tuple[int, ...], rows: int, 
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="native core not built")
 def test_ntt_select() -> None:
-    lib = _native_lib()
+    lib = native_lib()
     try:
         best = lib.heagg_ntt_select(lib.HEAGG_NTT_AUTO)
         assert best in (lib.HEAGG_NTT_SCALAR, lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512)
@@ -440,7 +427,7 @@ def test_paths_agree_random_moduli(logn: int, bits: int, offset: int, seed: int)
     moduli = (q,)
     data = _extreme_poly(np.random.default_rng(seed), moduli, 2, n)
     expected_fwd, expected_inv = _scalar_ntt(data, moduli, False), _scalar_ntt(data, moduli, True)
-    lib = _native_lib()
+    lib = native_lib()
     try:
         for path in (lib.HEAGG_NTT_AVX2, lib.HEAGG_NTT_AVX512):
             if lib.heagg_ntt_select(path) != path:
