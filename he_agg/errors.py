@@ -34,6 +34,14 @@ class ChecksumError(FormatError):
     """A he_agg wire object whose checksum does not match its contents."""
 
 
+class ResourceLimitError(FormatError):
+    """Input that would cost more than a fixed cap (length, segments, nesting) to process."""
+
+
+class AuthenticationError(FormatError):
+    """A signature or sealed message that does not verify: forged, tampered or misaddressed."""
+
+
 class ResidueRangeError(FormatError):
     """A residue is not below its prime: the data is corrupt or forged."""
 
@@ -119,6 +127,63 @@ class BudgetExhaustedError(PolicyError):
 
 class VerificationError(PolicyError):
     """Recomputing the sum from the contributions does not give the requested digest."""
+
+
+class EquivocationError(ReplayError):
+    """A member was asked to approve a second, different statement for a round it approved."""
+
+
+class QuorumError(PolicyError):
+    """A request without a valid quorum certificate: too few, duplicate or invalid approvals."""
+
+
+class NotEnrolledError(PolicyError):
+    """A request names a client that is not enrolled with this member, or was revoked."""
+
+
+class TicketError(PolicyError):
+    """A client's signed ticket that is missing, forged or does not match the request."""
+
+
+class PrivacyBudgetError(BudgetExhaustedError):
+    """A release that would exceed the member's flooding (statistical-distance) budget."""
+
+
+# -- key generation and enrollment -------------------------------------------------------
+
+
+class KeygenError(ThresholdError):
+    """Key generation cannot finish: a message is missing, inconsistent or not authentic.
+
+    ``party`` names the party whose *own signed* message proves the fault, or is None
+    when the fault cannot be attributed (a relay may be the cause)."""
+
+    def __init__(self, message: str, party: int | None = None) -> None:
+        super().__init__(message)
+        self.party = party
+
+
+class EnrollmentError(HeAggError, ValueError):
+    """An enrollment refused: ``client_id`` names the client whose dealing is at fault."""
+
+    def __init__(self, message: str, client_id: str | None = None) -> None:
+        super().__init__(message)
+        self.client_id = client_id
+
+
+class ClientStateError(HeAggError):
+    """A client asked to encrypt twice for one round, or for a round that went backwards."""
+
+
+# -- persisted state ---------------------------------------------------------------------
+
+
+class StateError(HeAggError):
+    """Persisted member or round state that cannot be read, locked or durably written."""
+
+
+class InsecureFileError(HeAggError, PermissionError):
+    """A secret file readable by others, or a request to write secrets unprotected."""
 
 
 # -- command line -------------------------------------------------------------------------
