@@ -56,6 +56,14 @@ class Kind(enum.IntEnum):
     DECRYPTION_REQUEST = 5
     DECRYPTION_SHARE = 6
     KEYGEN_MESSAGE = 7
+    APPROVAL = 8
+    QUORUM_CERTIFICATE = 9
+    KEYGEN_COMMITMENTS = 10
+    KEYGEN_REVEAL = 11
+    ENROLLMENT = 12
+    ENROLLMENT_ACK = 13
+    ENROLLED_UPLOAD = 14
+    ENROLLED_REQUEST = 15
 
 
 def _body_offset(meta_len: int) -> int:
