@@ -52,11 +52,12 @@ class Aggregator:
     ``layout``: the expected layout; by default the first submission's. Raw TenSEAL or
     he_agg ciphertexts (which carry no layout) need it, and a ``client_id`` each.
     ``retain``: keep every accepted submission, for decryptors whose policy verifies
-    the aggregate (:attr:`contributions`); costs one submission's memory per client.
+    the aggregate (:attr:`contributions`; the default policy does); costs one
+    submission's memory per client.
     """
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
-                 layout: Layout | None = None, retain: bool = False) -> None:
+                 layout: Layout | None = None, retain: bool = True) -> None:
         check_round_id(round_id)
         if type(min_clients) is not int or min_clients < 1:
             raise ValueError("min_clients must be an integer >= 1")
@@ -140,8 +141,17 @@ class Aggregator:
 
     # -- decryption ------------------------------------------------------------------------
 
-    def decryption_request(self) -> DecryptionRequest:
-        """Close the round and name what the committee is asked to decrypt."""
+    def decryption_request(self, active_sets: Sequence[Sequence[int]] | None = None) -> DecryptionRequest:
+        """Close the round and name what the committee is asked to decrypt, and which active sets answer.
+
+        ``active_sets`` (default: members 0 … t−1) is fixed by the first call: members
+        approve exactly one request per round, so the request never changes afterwards.
+        """
+        if self._request is not None and active_sets is not None:
+            sets = tuple(tuple(sorted(a)) for a in active_sets)
+            if sets != self._request.active_sets:
+                raise AggregationError(f"round {self.round_id}'s request already names the active sets "
+                                       f"{[list(a) for a in self._request.active_sets]}; start a new round to change them")
         if self._request is None:
             if len(self) < self.min_clients:
                 raise TooFewContributorsError(
@@ -149,7 +159,7 @@ class Aggregator:
             assert self._accumulator is not None and self.layout is not None
             contributions = [Contribution(k, v) for k, v in self._contributions.items()]
             self._request = DecryptionRequest(self.context, self.round_id, self._accumulator, contributions,
-                                              self.layout.to_json())
+                                              self.layout.to_json(), active_sets)
         return self._request
 
     def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:

@@ -1,6 +1,9 @@
-"""The committee's public context: parameters, collective public key, threshold settings.
+"""The committee's public context: parameters, collective public key, roster, threshold settings.
 
-This is what clients receive. ``to_tenseal()`` gives a public-only TenSEAL context that
+This is what clients receive, and what binds a committee: its id is a hash of the
+parameters, (n, t, c), the members' Ed25519 keys (the roster), the key-generation
+transcript and the public key, so approvals, requests and shares made for one committee
+are useless for any other. ``to_tenseal()`` gives a public-only TenSEAL context that
 encrypts under the committee's collective key, so clients can use unmodified TenSEAL;
 ``to_bytes()`` ships it. Nothing in it is secret.
 """
@@ -13,38 +16,51 @@ from typing import Any
 import blake3
 import numpy as np
 
-from .errors import ParameterMismatchError
+from .errors import FormatError, ParameterMismatchError
 from .hazmat.noise import NoiseModel
+from .hazmat.replicated import MAX_MEMBERS, check_committee_shape, subsets
 from .hazmat.wire import seal, tenseal as tenseal_wire
 from .hazmat.wire.envelope import Kind, body_words, open_envelope, seal_envelope
 from .params import Params
 
 __all__ = ["MAX_PARTIES", "PublicContext"]
 
-MAX_PARTIES = 255
-_DOMAIN = b"he_agg.committee.v1\0"
+MAX_PARTIES = MAX_MEMBERS
+_DOMAIN = b"he_agg.committee.v2\0"
 
 
 class PublicContext:
-    """Parameters, collective public key (pk0, pk1) and the committee's (n, t) settings.
+    """Parameters, collective public key (pk0, pk1), roster and the committee's (n, t, c) settings.
 
-    ``secret_terms`` is how many ternary secrets the collective key sums (1 for a trusted
-    dealer, n for dealer-free generation): it enters the noise bound.
-    ``statistical_bits`` is the flooding security parameter s every decryptor uses.
+    ``roster``: the n members' Ed25519 verify keys (member i at index i).
+    ``colluders``: c, the most members assumed to collude (default t − 1); approvals from
+    q = ⌈(n + c + 1)/2⌉ members certify a request (:mod:`he_agg.quorum`).
+    ``secret_terms`` is how many ternary polynomials the collective key sums (one per
+    (t−1)-subset for a trusted dealer, n per subset for dealer-free generation): it
+    enters the noise bound. ``statistical_bits`` is the flooding security parameter s.
+    ``transcript``: 32 bytes binding the key generation that made the key.
     """
 
-    __slots__ = ("params", "public_key", "parties", "threshold", "secret_terms", "statistical_bits",
-                 "committee_id", "_tenseal")
+    __slots__ = ("params", "public_key", "parties", "threshold", "colluders", "roster", "secret_terms",
+                 "statistical_bits", "transcript", "committee_id", "_tenseal")
 
     def __init__(self, params: Params, public_key: np.ndarray, *, parties: int, threshold: int,
-                 secret_terms: int, statistical_bits: int = 40) -> None:
+                 roster: tuple[bytes, ...], secret_terms: int, statistical_bits: int = 40,
+                 colluders: int | None = None, transcript: bytes = bytes(32), allow_single: bool = False) -> None:
         shape = (2, len(params.moduli), params.n)
         if public_key.shape != shape or public_key.dtype != np.uint64:
             raise ParameterMismatchError(f"public key must be uint64 of shape {shape}, got {public_key.dtype} {public_key.shape}")
-        if not 1 <= threshold <= parties <= MAX_PARTIES:
-            raise ValueError(f"need 1 <= t <= n <= {MAX_PARTIES}, got t={threshold}, n={parties}")
-        if not 1 <= secret_terms <= parties:
-            raise ValueError("secret_terms must be between 1 and the number of parties")
+        check_committee_shape(parties, threshold, allow_single=allow_single)
+        colluders = threshold - 1 if colluders is None else colluders
+        if type(colluders) is not int or not 0 <= colluders < threshold:
+            raise ValueError(f"the colluder bound c must be in [0, t), got c={colluders}, t={threshold}")
+        roster = tuple(bytes(k) for k in roster)
+        if len(roster) != parties or any(len(k) != 32 for k in roster) or len(set(roster)) != parties:
+            raise ValueError(f"the roster must list {parties} distinct 32-byte member keys")
+        if not 1 <= secret_terms <= parties * len(subsets(parties, threshold)):
+            raise ValueError("secret_terms must be between 1 and n × C(n, t−1)")
+        if len(transcript) != 32:
+            raise ValueError("the key-generation transcript hash is 32 bytes")
         seal.check_residues(public_key, params.moduli, "public key")
         key = np.ascontiguousarray(public_key)
         key.setflags(write=False)
@@ -52,11 +68,15 @@ class PublicContext:
         self.public_key = key
         self.parties = parties
         self.threshold = threshold
+        self.colluders = colluders
+        self.roster = roster
         self.secret_terms = secret_terms
         self.statistical_bits = statistical_bits
+        self.transcript = bytes(transcript)
         NoiseModel(params, secret_terms, statistical_bits)  # validates the settings
-        header = struct.pack("<HHHH", parties, threshold, secret_terms, statistical_bits)
-        self.committee_id = blake3.blake3(_DOMAIN + params.fingerprint + header + key.tobytes()).digest()
+        header = struct.pack("<HHHIH", parties, threshold, colluders, secret_terms, statistical_bits)
+        self.committee_id = blake3.blake3(_DOMAIN + params.fingerprint + header + b"".join(roster)
+                                          + self.transcript + key.tobytes()).digest()
         self._tenseal: Any = None
 
     def noise_model(self) -> NoiseModel:
@@ -86,6 +106,9 @@ class PublicContext:
             "scale": self.params.scale,
             "parties": self.parties,
             "threshold": self.threshold,
+            "colluders": self.colluders,
+            "roster": [k.hex() for k in self.roster],
+            "transcript": self.transcript.hex(),
             "secret_terms": self.secret_terms,
             "statistical_bits": self.statistical_bits,
             "committee": self.committee_id.hex(),
@@ -110,10 +133,26 @@ class PublicContext:
         if params is not None and parsed != params:
             raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
         key = np.array(body_words(body, (2, len(moduli), parsed.n), what))
-        context = cls(parsed, key, parties=meta.integer("parties", 1, MAX_PARTIES),
-                      threshold=meta.integer("threshold", 1, MAX_PARTIES),
-                      secret_terms=meta.integer("secret_terms", 1, MAX_PARTIES),
-                      statistical_bits=meta.integer("statistical_bits", 16, 128))
+        parties = meta.integer("parties", 1, MAX_PARTIES)
+        roster_hex = meta.raw("roster")
+        if not isinstance(roster_hex, list) or len(roster_hex) != parties:
+            raise FormatError(f"{what}: the roster must list {parties} member keys")
+        roster = []
+        for item in roster_hex:
+            if not isinstance(item, str) or len(item) != 64:
+                raise FormatError(f"{what}: each roster entry is 32 bytes of hex")
+            try:
+                roster.append(bytes.fromhex(item))
+            except ValueError:
+                raise FormatError(f"{what}: a roster entry is not hex") from None
+        try:
+            context = cls(parsed, key, parties=parties, threshold=meta.integer("threshold", 1, MAX_PARTIES),
+                          colluders=meta.integer("colluders", 0, MAX_PARTIES), roster=tuple(roster),
+                          secret_terms=meta.integer("secret_terms", 1, 1 << 20),
+                          statistical_bits=meta.integer("statistical_bits", 16, 128),
+                          transcript=meta.hexbytes("transcript", 32), allow_single=True)
+        except ValueError as exc:
+            raise FormatError(f"{what}: inconsistent committee settings ({exc})") from None
         if context.committee_id != meta.hexbytes("committee", 32):
             raise ParameterMismatchError(f"{what}: committee id does not match the key and settings")
         return context
@@ -125,5 +164,5 @@ class PublicContext:
         return hash(self.committee_id)
 
     def __repr__(self) -> str:
-        return (f"PublicContext({self.threshold}-of-{self.parties}, committee {self.committee_id[:6].hex()}…, "
+        return (f"PublicContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee {self.committee_id[:6].hex()}…, "
                 f"{self.params.describe()})")

@@ -1,23 +1,35 @@
-"""Key generation for a t-of-n committee: a trusted dealer, or dealer-free rounds.
+r"""Key generation for a t-of-n committee: a trusted dealer, or authenticated dealer-free rounds.
 
-Dealer (:func:`deal`, one process, for simulations and tests): samples one ternary
-secret s and error e, publishes pk = (−(a·s + e), a), Shamir-shares s, wipes s and e.
+The committee key is replicated-shared (:mod:`he_agg.hazmat.replicated`): s = Σ_T s_T over
+the (t−1)-subsets T, member i holding every s_T with i ∉ T; the public key is
+pk = (Σ_T P_T, a) with P_T = −(a·s_T + e_T).
 
-Dealer-free (:class:`KeygenParty`, one object per party, bytes in / bytes out):
+Dealer (:func:`deal`, one process, simulations and tests): one seed per subset.
 
-* set-up: a coordinator makes a :class:`KeygenConfig` — parameters, t, the roster of
-  the n parties' X25519 public keys (:class:`PartyIdentity`, distributed authentically
-  out of band) and a fresh public seed for the common polynomial a;
-* round 1 — each party i samples s_i (ternary) and e_i, and broadcasts one message: its
-  public-key share pk0_i = −(a·s_i + e_i) and, for every other party j, the Shamir share
-  f_i(x_j) of s_i sealed to j with ``nacl.public.Box`` (X25519 + XSalsa20-Poly1305:
-  confidential to j and authenticated as coming from i);
-* finish — each party checks all n messages, opens the boxes addressed to it and sums
-  the shares into its key share Σ_i f_i(x_j); everybody sums pk0 = Σ pk0_i.
+Dealer-free (:class:`KeygenParty`, one object per member, bytes in / bytes out). Every
+message is signed with the member's Ed25519 key from the roster (:mod:`he_agg.signed`),
+so whoever relays the messages can drop them but not forge or edit them.
 
-The collective secret s = Σ s_i exists nowhere: no code path in he_agg assembles it.
-All n parties must take part in key generation; any t of them can later decrypt.
-Threat model: honest-but-curious parties (no verifiable secret sharing).
+* **round 1 — deal.** Member i draws a seed σ_{i,T} for every subset T and broadcasts
+  commitments to all of them, plus, sealed to each member j (X25519 box, bound to the
+  session, sender and recipient), the seeds of the subsets j holds.
+  s_T = Σ_i expand(σ_{i,T}): each sub-secret has a contribution from every member, so the
+  one sub-secret that t−1 colluders lack, s_C, still holds an honest member's randomness.
+* **round 2 — commit.** Each member opens its boxes, checks every seed against its
+  dealer's commitment, computes P_T for each subset it holds, and broadcasts commitments
+  to those P_T and the hash of the round-1 transcript it saw.
+* **round 3 — reveal.** Once every commitment is in, the designated holder of each subset
+  (its smallest holder) reveals P_T; every member checks each revealed P_T against all
+  its holders' commitments, and that everybody saw the same earlier rounds.
+* **finish.** pk0 = Σ_T P_T. The committee id binds the session, the roster, c and the
+  hash of the whole transcript: a member whose view differs ends in a different committee,
+  and its approvals count toward no other view's quorum certificate.
+
+Why commit before revealing: with P_T visible, a designated holder of some T that no
+honest member holds (possible when n ≤ 2t − 2) could publish P_T − P_C and make the
+public key one whose secret the colluders know. With commitments it must choose before
+seeing P_C. Each member enforces its own floor on the flooding parameter
+(``min_statistical_bits``) whatever the configuration says.
 """
 
 from __future__ import annotations
@@ -28,214 +40,390 @@ from typing import Sequence
 
 import blake3
 import numpy as np
-from nacl.exceptions import CryptoError
-from nacl.public import Box, PrivateKey, PublicKey
 
-from .context import MAX_PARTIES, PublicContext
-from .errors import FormatError, ParameterMismatchError, ThresholdError
+from .context import PublicContext
+from .errors import FormatError, KeygenError, ParameterMismatchError
 from .hazmat import kernels
-from .hazmat.rlwe import common_polynomial, public_key_share, sample_secret
-from .hazmat.sampling import KeyedStream, fresh_key
-from .hazmat.shamir import deal as shamir_deal
+from .hazmat.ckks import signed_to_rns
+from .hazmat.replicated import (
+    check_committee_shape,
+    expand_error,
+    expand_ternary,
+    held_subsets,
+    holders,
+    seed_commitment,
+    subsets,
+)
+from .hazmat.rlwe import common_polynomial
+from .hazmat.sampling import KEY_BYTES, fresh_key
 from .hazmat.wire import seal
-from .hazmat.wire.envelope import Kind, body_words, open_envelope, seal_envelope
+from .hazmat.wire.envelope import Kind, Meta, body_words
+from .identity import PartyIdentity, check_public_key
 from .keyshare import KeyShare, Policy
 from .params import Params
+from .signed import open_signed, seal_signed
 
 __all__ = ["KeygenConfig", "KeygenParty", "PartyIdentity", "deal"]
+
+MIN_STATISTICAL_BITS = 40
+
+
+def _seed_label(session: bytes, dealer: int, subset: int) -> bytes:
+    return b"he_agg.keygen.seed\0" + session + struct.pack("<HH", dealer, subset)
+
+
+def public_piece(s_coefficients: np.ndarray, e_coefficients: np.ndarray, a: np.ndarray, params: Params) -> np.ndarray:
+    """P = −(a·s + e) at the key level (NTT form) from small coefficient arrays."""
+    moduli = params.moduli
+    s = signed_to_rns(s_coefficients.astype(np.int64), moduli)
+    e = signed_to_rns(e_coefficients.astype(np.int64), moduli)
+    kernels.ntt_forward(s, moduli)
+    kernels.ntt_forward(e, moduli)
+    out = np.empty_like(a)
+    kernels.muladd(out, a, s, e, moduli)
+    kernels.sub(out, np.zeros_like(out), out, moduli)
+    s.fill(0)
+    e.fill(0)
+    return out
+
+
+def _piece_commitment(session: bytes, subset: int, piece: np.ndarray) -> bytes:
+    return blake3.blake3(b"he_agg.keygen.piece\0" + session + struct.pack("<H", subset) + piece.tobytes()).digest()
+
+
+def _transcript(label: bytes, messages: Sequence[bytes]) -> bytes:
+    h = blake3.blake3(label)
+    for message in messages:
+        h.update(struct.pack("<Q", len(message)))
+        h.update(message)
+    return h.digest()
 
 
 # -- trusted dealer ----------------------------------------------------------------------
 
 
-def deal(params: Params, parties: int, threshold: int, *, policy: Policy | None = None,
-         statistical_bits: int = 40) -> tuple[PublicContext, list[KeyShare]]:
-    """A committee from a trusted dealer in this process; the dealer's secret is wiped."""
-    if not 1 <= threshold <= parties <= MAX_PARTIES:
-        raise ValueError(f"need 1 <= t <= n <= {MAX_PARTIES}, got t={threshold}, n={parties}")
-    stream = KeyedStream.fresh(b"he_agg.dealer")
+def deal(params: Params, parties: int, threshold: int, *, policy: Policy | None = None, statistical_bits: int = 40,
+         colluders: int | None = None, allow_single: bool = False) -> tuple[PublicContext, list[KeyShare]]:
+    """A committee from a trusted dealer in this process; the dealer's seeds are dropped.
+
+    Each member gets a fresh identity (its Ed25519 key: ``KeyShare.identity``).
+    """
+    check_committee_shape(parties, threshold, allow_single=allow_single)
+    session = fresh_key()
     a = common_polynomial(fresh_key(), params)
-    secret = sample_secret(stream, params)
-    try:
-        pk0 = public_key_share(secret, a, stream, params)
-        data_secret = np.ascontiguousarray(secret[: len(params.data_moduli)])
-        shares = shamir_deal(data_secret, params.data_moduli, parties, threshold, stream)
-        data_secret.fill(0)
-    finally:
-        secret.fill(0)
+    identities = [PartyIdentity.generate() for _ in range(parties)]
+    pk0 = np.zeros_like(a)
+    held: list[dict[int, np.ndarray]] = [{} for _ in range(parties)]
+    for k, subset in enumerate(subsets(parties, threshold)):
+        seed, label = fresh_key(), _seed_label(session, 0, k)
+        s_k, e_k = expand_ternary(seed, label, params.n), expand_error(seed, label, params.n)
+        kernels.add(pk0, pk0, public_piece(s_k, e_k, a, params), params.moduli)
+        for j in holders(subset, parties):
+            held[j][k] = s_k.copy()
+        s_k.fill(0)
+        e_k.fill(0)
     context = PublicContext(params, np.stack([pk0, a]), parties=parties, threshold=threshold,
-                            secret_terms=1, statistical_bits=statistical_bits)
-    key_shares = [KeyShare(context, i, share, fresh_key(), policy) for i, share in enumerate(shares)]
-    for share in shares:
-        share.fill(0)
-    return context, key_shares
+                            roster=tuple(i.public_key for i in identities), colluders=colluders,
+                            secret_terms=len(subsets(parties, threshold)), statistical_bits=statistical_bits,
+                            transcript=_transcript(b"he_agg.dealer\0", [session]), allow_single=allow_single)
+    return context, [KeyShare(context, j, identities[j], held[j], fresh_key(), policy) for j in range(parties)]
 
 
 # -- dealer-free -------------------------------------------------------------------------
 
 
-class PartyIdentity:
-    """A party's long-term X25519 key pair for sealing key-generation messages."""
-
-    __slots__ = ("_private",)
-
-    def __init__(self, private: PrivateKey) -> None:
-        self._private = private
-
-    @classmethod
-    def generate(cls) -> "PartyIdentity":
-        return cls(PrivateKey(fresh_key()))
-
-    @classmethod
-    def from_private_bytes(cls, data: bytes) -> "PartyIdentity":
-        return cls(PrivateKey(bytes(data)))
-
-    def private_bytes(self) -> bytes:
-        """The raw private key, for the caller to store securely."""
-        return bytes(self._private)
-
-    @property
-    def public_key(self) -> bytes:
-        return bytes(self._private.public_key)
-
-    def __repr__(self) -> str:
-        return f"PartyIdentity(public {self.public_key[:6].hex()}…)"
-
-    def __reduce__(self) -> str | tuple[object, ...]:
-        raise TypeError("a PartyIdentity cannot be pickled; store private_bytes() securely")
-
-
 @dataclass(frozen=True)
 class KeygenConfig:
-    """Everything the n parties must agree on before round 1 (all public)."""
+    """Everything the n members agree on before round 1 (all public)."""
 
     params: Params
     threshold: int
-    roster: tuple[bytes, ...]  # X25519 public keys, party i at index i
-    seed: bytes  # expands into the common polynomial a
+    roster: tuple[bytes, ...]  # Ed25519 verify keys, member i at index i
+    seed: bytes  # expands into the common polynomial a; also makes the session unique
     statistical_bits: int = 40
+    colluders: int | None = None  # c; None means t − 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.threshold <= len(self.roster) <= MAX_PARTIES:
-            raise ValueError(f"need 1 <= t <= n <= {MAX_PARTIES}, got t={self.threshold}, n={len(self.roster)}")
-        if any(len(key) != 32 for key in self.roster) or len(set(self.roster)) != len(self.roster):
-            raise ValueError("the roster must list distinct 32-byte X25519 public keys")
-        if len(self.seed) != 32:
-            raise ValueError("the seed is 32 bytes")
+        check_committee_shape(len(self.roster), self.threshold)
+        for i, key in enumerate(self.roster):
+            check_public_key(key, f"roster entry {i}")
+        if len(set(self.roster)) != len(self.roster):
+            raise ValueError("the roster lists a member key twice")
+        if len(self.seed) != KEY_BYTES:
+            raise ValueError(f"the seed is {KEY_BYTES} bytes")
+        if self.colluders is not None and not 0 <= self.colluders < self.threshold:
+            raise ValueError(f"the colluder bound c must be in [0, t), got {self.colluders}")
+        if not 16 <= self.statistical_bits <= 128:
+            raise ValueError("statistical_bits must be in [16, 128]")
 
     @classmethod
-    def new(cls, params: Params, threshold: int, roster: Sequence[bytes], *, statistical_bits: int = 40) -> "KeygenConfig":
+    def new(cls, params: Params, threshold: int, roster: Sequence[bytes], *, statistical_bits: int = 40,
+            colluders: int | None = None) -> "KeygenConfig":
         """A configuration with a fresh random seed (the coordinator's job)."""
-        return cls(params, threshold, tuple(bytes(k) for k in roster), fresh_key(), statistical_bits)
+        return cls(params, threshold, tuple(bytes(k) for k in roster), fresh_key(), statistical_bits, colluders)
 
     @property
     def parties(self) -> int:
         return len(self.roster)
 
     @property
+    def effective_colluders(self) -> int:
+        return self.threshold - 1 if self.colluders is None else self.colluders
+
+    @property
     def session_id(self) -> bytes:
-        header = struct.pack("<HHH", self.parties, self.threshold, self.statistical_bits)
-        return blake3.blake3(b"he_agg.keygen.v1\0" + self.params.fingerprint + header + self.seed
+        header = struct.pack("<HHHH", self.parties, self.threshold, self.effective_colluders, self.statistical_bits)
+        return blake3.blake3(b"he_agg.keygen.v2\0" + self.params.fingerprint + header + self.seed
                              + b"".join(self.roster)).digest()
 
 
-def _share_aad(config: KeygenConfig, sender: int, recipient: int) -> bytes:
-    return config.session_id + struct.pack("<HH", sender, recipient)
+def _box_aad(session: bytes, sender: int, recipient: int) -> bytes:
+    return b"he_agg.keygen.box\0" + session + struct.pack("<HH", sender, recipient)
 
 
 class KeygenParty:
-    """One party's side of dealer-free key generation: ``round1()`` then ``finish(messages)``."""
+    """One member's side of dealer-free key generation.
 
-    def __init__(self, config: KeygenConfig, party: int, identity: PartyIdentity) -> None:
+    ``round1()``, ``round2(round-1 messages)``, ``round3(round-2 messages)``,
+    ``finish(round-3 messages)``: each returns the bytes to broadcast (``finish``: the
+    :class:`KeyShare`). Messages may be given in any order; each must come from a
+    different member. A retry of any step returns its first result, never fresh secrets.
+    """
+
+    def __init__(self, config: KeygenConfig, party: int, identity: PartyIdentity, *,
+                 min_statistical_bits: int = MIN_STATISTICAL_BITS) -> None:
         if not 0 <= party < config.parties:
             raise ValueError(f"party must be in [0, {config.parties})")
         if identity.public_key != config.roster[party]:
-            raise ValueError(f"this identity is not the roster's party {party}")
+            raise ValueError(f"this identity is not the roster's member {party}")
+        if config.statistical_bits < min_statistical_bits:
+            raise ValueError(f"the configuration floods at s={config.statistical_bits} bits; this member requires "
+                             f"at least {min_statistical_bits}")
         self.config = config
         self.party = party
         self._identity = identity
-        self._own_share: np.ndarray | None = None
-        self._message: bytes | None = None
+        self._session = config.session_id
+        self._held = held_subsets(party, config.parties, config.threshold)
+        self._messages: dict[int, bytes] = {}
+        self._own_seeds: dict[int, bytes] = {}
+        self._subsecrets: dict[int, np.ndarray] = {}
+        self._pieces: dict[int, np.ndarray] = {}
+        self._commitments: dict[int, bytes] = {}
+        self._transcripts: list[bytes] = []
+        self._result: KeyShare | None = None
+
+    # -- round 1 -----------------------------------------------------------------------------
 
     def round1(self) -> bytes:
-        """Sample s_i and e_i; return the broadcast message (public key share + sealed shares)."""
-        if self._message is not None:
-            return self._message  # a retry re-sends the same message, never fresh secrets
-        config, params = self.config, self.config.params
-        stream = KeyedStream.fresh(b"he_agg.keygen.party")
-        secret = sample_secret(stream, params)
-        try:
-            pk0 = public_key_share(secret, common_polynomial(config.seed, params), stream, params)
-            data_secret = np.ascontiguousarray(secret[: len(params.data_moduli)])
-            shares = shamir_deal(data_secret, params.data_moduli, config.parties, config.threshold, stream)
-            data_secret.fill(0)
-        finally:
-            secret.fill(0)
+        """Deal: commitments to a seed per subset, and each member's seeds sealed to it."""
+        if 1 in self._messages:
+            return self._messages[1]
+        config, session = self.config, self._session
+        count = len(subsets(config.parties, config.threshold))
+        seeds = [fresh_key() for _ in range(count)]
+        commitments = [seed_commitment(seed, _seed_label(session, self.party, k)).hex() for k, seed in enumerate(seeds)]
         sealed = []
-        for j, share in enumerate(shares):
+        for j in range(config.parties):
+            chosen = b"".join(seeds[k] for k in held_subsets(j, config.parties, config.threshold))
             if j == self.party:
-                self._own_share = share
+                self._own_seeds = {k: seeds[k] for k in self._held}
                 sealed.append(b"")
-                continue
-            box = Box(self._identity._private, PublicKey(config.roster[j]))
-            sealed.append(bytes(box.encrypt(_share_aad(config, self.party, j) + share.tobytes())))
-            share.fill(0)
-        meta = {"session": config.session_id.hex(), "sender": self.party, "sealed": [len(s) for s in sealed]}
-        body = np.concatenate([pk0.reshape(-1).view(np.uint8), np.frombuffer(b"".join(sealed), dtype=np.uint8)])
-        self._message = seal_envelope(Kind.KEYGEN_MESSAGE, meta, body)
-        return self._message
+            else:
+                sealed.append(self._identity.seal_to(config.roster[j], _box_aad(session, self.party, j) + chosen))
+        meta = {"session": session.hex(), "sender": self.party, "commitments": commitments,
+                "sealed": [len(s) for s in sealed]}
+        self._messages[1] = seal_signed(Kind.KEYGEN_MESSAGE, meta, b"".join(sealed), self._identity)
+        return self._messages[1]
+
+    # -- round 2 -----------------------------------------------------------------------------
+
+    def round2(self, messages: Sequence[bytes]) -> bytes:
+        """Open and check the seeds dealt to this member; commit to its public-key pieces."""
+        if 2 in self._messages:
+            return self._messages[2]
+        if 1 not in self._messages:
+            raise KeygenError("call round1() before round2()")
+        config, params, session = self.config, self.config.params, self._session
+        count = len(subsets(config.parties, config.threshold))
+        ordered = self._collect(messages, Kind.KEYGEN_MESSAGE, "key generation round-1 message")
+        seeds: dict[int, list[bytes]] = {k: [] for k in self._held}
+        for sender, env in ordered:
+            what = f"the round-1 message of member {sender}"
+            commitments = [_hex32(x, what) for x in _list(env.meta, "commitments", count, what)]
+            lengths = env.meta.integers("sealed", 0, 1 << 20, max_len=config.parties)
+            if len(lengths) != config.parties or sum(lengths) != len(env.body):
+                raise KeygenError(f"{what}: sealed sizes do not add up", sender)
+            if sender == self.party:
+                dealt = [self._own_seeds[k] for k in self._held]
+            else:
+                start = sum(lengths[: self.party])
+                opened = self._identity.open_from(config.roster[sender],
+                                                  bytes(env.body[start : start + lengths[self.party]]), what)
+                aad = _box_aad(session, sender, self.party)
+                if len(opened) != len(aad) + KEY_BYTES * len(self._held) or opened[: len(aad)] != aad:
+                    raise KeygenError(f"{what}: the box sealed to member {self.party} is for another session or member",
+                                      sender)
+                body = opened[len(aad):]
+                dealt = [body[KEY_BYTES * x : KEY_BYTES * (x + 1)] for x in range(len(self._held))]
+            for k, seed in zip(self._held, dealt):
+                if seed_commitment(seed, _seed_label(session, sender, k)) != commitments[k]:
+                    raise KeygenError(f"{what}: a seed sealed to member {self.party} does not match its commitment; "
+                                      f"member {sender} dealt inconsistently", sender)
+                seeds[k].append(seed)
+        a = common_polynomial(config.seed, params)
+        for k in self._held:
+            s_k = np.zeros(params.n, dtype=np.int16)
+            e_k = np.zeros(params.n, dtype=np.int16)
+            for dealer, seed in enumerate(seeds[k]):
+                label = _seed_label(session, ordered[dealer][0], k)
+                s_k += expand_ternary(seed, label, params.n)
+                e_k += expand_error(seed, label, params.n)
+            self._subsecrets[k] = s_k.astype(np.int8)
+            self._pieces[k] = public_piece(s_k, e_k, a, params)
+            self._commitments[k] = _piece_commitment(session, k, self._pieces[k])
+            s_k.fill(0)
+            e_k.fill(0)
+        self._own_seeds = {}
+        self._transcripts.append(_transcript(b"he_agg.keygen.round1\0", [m for _, m in self._raw(ordered)]))
+        meta = {"session": session.hex(), "sender": self.party, "transcript": self._transcripts[0].hex(),
+                "commitments": {str(k): self._commitments[k].hex() for k in self._held}}
+        self._messages[2] = seal_signed(Kind.KEYGEN_COMMITMENTS, meta, b"", self._identity)
+        return self._messages[2]
+
+    # -- round 3 -----------------------------------------------------------------------------
+
+    def round3(self, messages: Sequence[bytes]) -> bytes:
+        """Check every member committed consistently; reveal the pieces this member is designated for."""
+        if 3 in self._messages:
+            return self._messages[3]
+        if 2 not in self._messages:
+            raise KeygenError("call round2() before round3()")
+        config, session = self.config, self._session
+        ordered = self._collect(messages, Kind.KEYGEN_COMMITMENTS, "key generation round-2 message")
+        agreed: dict[int, bytes] = {}
+        for sender, env in ordered:
+            what = f"the round-2 message of member {sender}"
+            self._check_transcript(env.meta, 0, what)
+            raw = env.meta.raw("commitments")
+            expected = held_subsets(sender, config.parties, config.threshold)
+            if not isinstance(raw, dict) or sorted(raw) != sorted(str(k) for k in expected):
+                raise KeygenError(f"{what}: must commit to exactly the subsets member {sender} holds", sender)
+            for k in expected:
+                commitment = _hex32(raw[str(k)], what)
+                if k in self._commitments and commitment != self._commitments[k]:
+                    raise KeygenError(f"{what}: its public-key piece for subset {k} differs from the one the dealt "
+                                      f"seeds give", sender)
+                if agreed.setdefault(k, commitment) != commitment:
+                    raise KeygenError(f"the holders of subset {k} committed to different public-key pieces; this "
+                                      "member does not hold it and cannot tell who is at fault", None)
+        self._agreed = agreed
+        self._transcripts.append(_transcript(b"he_agg.keygen.round2\0", [m for _, m in self._raw(ordered)]))
+        designated = self._designated()
+        meta = {"session": session.hex(), "sender": self.party, "transcript": self._transcripts[1].hex(),
+                "subsets": designated}
+        body = b"".join(self._pieces[k].tobytes() for k in designated)
+        self._messages[3] = seal_signed(Kind.KEYGEN_REVEAL, meta, body, self._identity)
+        return self._messages[3]
+
+    def _designated(self) -> list[int]:
+        config = self.config
+        return [k for k in self._held if min(holders(subsets(config.parties, config.threshold)[k], config.parties))
+                == self.party]
+
+    # -- finish ------------------------------------------------------------------------------
 
     def finish(self, messages: Sequence[bytes], policy: Policy | None = None) -> KeyShare:
-        """Check all n round-1 messages, open this party's shares, return its key share."""
-        if self._own_share is None:
-            raise ThresholdError("call round1() before finish()")
-        config, params = self.config, self.config.params
-        nmod, n = len(params.data_moduli), params.n
-        key_words = len(params.moduli) * n
-        share_bytes = nmod * n * 8
-        pk0 = np.zeros((len(params.moduli), n), dtype=np.uint64)
-        total = self._own_share.copy()
-        seen: set[int] = set()
-        for index, message in enumerate(messages):
-            what = f"key generation message {index}"
-            env = open_envelope(message, Kind.KEYGEN_MESSAGE, what)
-            if env.meta.hexbytes("session", 32) != config.session_id:
-                raise ParameterMismatchError(f"{what}: belongs to another key generation session")
-            sender = env.meta.integer("sender", 0, config.parties - 1)
-            if sender in seen:
-                raise FormatError(f"{what}: party {sender} sent two messages")
-            seen.add(sender)
-            lengths = env.meta.integers("sealed", 0, 1 << 30, max_len=config.parties)
-            if len(lengths) != config.parties or 8 * key_words + sum(lengths) != len(env.body):
-                raise FormatError(f"{what}: sizes do not add up")
-            part = np.array(body_words(env.body[: 8 * key_words], (len(params.moduli), n), what))
-            seal.check_residues(part, params.moduli, f"{what}, public key share")
-            kernels.add(pk0, pk0, part, params.moduli)
-            if sender == self.party:
-                continue
-            start = 8 * key_words + sum(lengths[: self.party])
-            sealed = bytes(env.body[start : start + lengths[self.party]])
-            try:
-                opened = Box(self._identity._private, PublicKey(config.roster[sender])).decrypt(sealed)
-            except CryptoError:
-                raise FormatError(f"{what}: the share sealed to party {self.party} does not authenticate") from None
-            aad = _share_aad(config, sender, self.party)
-            if len(opened) != len(aad) + share_bytes or opened[: len(aad)] != aad:
-                raise FormatError(f"{what}: the sealed share is for another session or party")
-            piece = np.frombuffer(opened, dtype="<u8", offset=len(aad)).astype(np.uint64).reshape(nmod, n)
-            seal.check_residues(piece, params.data_moduli, f"{what}, key share piece")
-            kernels.add(total, total, piece, params.data_moduli)
-            piece.fill(0)
-        if seen != set(range(config.parties)):
-            missing = sorted(set(range(config.parties)) - seen)
-            raise ThresholdError(f"key generation needs a message from every party; missing {missing}")
+        """Check the revealed pieces against their commitments; return this member's key share."""
+        if self._result is not None:
+            return self._result
+        if 3 not in self._messages:
+            raise KeygenError("call round3() before finish()")
+        config, params, session = self.config, self.config.params, self._session
+        ordered = self._collect(messages, Kind.KEYGEN_REVEAL, "key generation round-3 message")
+        shape = (len(params.moduli), params.n)
+        pk0 = np.zeros(shape, dtype=np.uint64)
+        revealed: set[int] = set()
+        for sender, env in ordered:
+            what = f"the round-3 message of member {sender}"
+            self._check_transcript(env.meta, 1, what)
+            expected = [k for k in held_subsets(sender, config.parties, config.threshold)
+                        if min(holders(subsets(config.parties, config.threshold)[k], config.parties)) == sender]
+            if env.meta.integers("subsets", 0, 1 << 16, max_len=len(expected) + 1) != expected:
+                raise KeygenError(f"{what}: must reveal exactly the pieces member {sender} is designated for", sender)
+            if len(env.body) != 8 * len(expected) * shape[0] * shape[1]:
+                raise KeygenError(f"{what}: {len(env.body)} bytes of pieces, expected {len(expected)} pieces", sender)
+            pieces = np.array(body_words(env.body, (len(expected),) + shape, what)) if expected else None
+            for x, k in enumerate(expected):
+                assert pieces is not None
+                seal.check_residues(pieces[x], params.moduli, f"{what}, piece {k}")
+                if _piece_commitment(session, k, pieces[x]) != self._agreed[k]:
+                    raise KeygenError(f"{what}: the revealed piece for subset {k} does not match the commitments of "
+                                      "its holders", sender)
+                kernels.add(pk0, pk0, pieces[x], params.moduli)
+                revealed.add(k)
+        if revealed != set(range(len(subsets(config.parties, config.threshold)))):
+            raise KeygenError("some public-key pieces were not revealed", None)
+        self._transcripts.append(_transcript(b"he_agg.keygen.round3\0", [m for _, m in self._raw(ordered)]))
         a = common_polynomial(config.seed, params)
         context = PublicContext(params, np.stack([pk0, a]), parties=config.parties, threshold=config.threshold,
-                                secret_terms=config.parties, statistical_bits=config.statistical_bits)
-        self._own_share.fill(0)
-        key_share = KeyShare(context, self.party, total, fresh_key(), policy)
-        total.fill(0)
-        return key_share
+                                roster=config.roster, colluders=config.colluders,
+                                secret_terms=config.parties * len(subsets(config.parties, config.threshold)),
+                                statistical_bits=config.statistical_bits,
+                                transcript=_transcript(b"he_agg.keygen.v2\0", [session] + self._transcripts))
+        self._result = KeyShare(context, self.party, self._identity, self._subsecrets, fresh_key(), policy)
+        for array in self._subsecrets.values():
+            array.fill(0)
+        self._subsecrets = {}
+        return self._result
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _collect(self, messages: Sequence[bytes], kind: Kind, what: str) -> list[tuple[int, object]]:
+        """Verify signatures and session; one message per member, ordered by sender."""
+        config = self.config
+        if len(messages) != config.parties:
+            raise KeygenError(f"key generation needs one {what} from each of the {config.parties} members, "
+                              f"got {len(messages)}", None)
+        by_sender: dict[int, tuple[object, bytes]] = {}
+        for index, message in enumerate(messages):
+            label = f"{what} {index}"
+
+            def signer(meta: Meta, label: str = label) -> bytes:
+                return config.roster[meta.integer("sender", 0, config.parties - 1)]
+
+            env = open_signed(message, kind, label, signer)
+            if env.meta.hexbytes("session", 32) != self._session:
+                raise ParameterMismatchError(f"{label}: belongs to another key generation session")
+            sender = env.meta.integer("sender", 0, config.parties - 1)
+            if sender in by_sender:
+                raise FormatError(f"{label}: member {sender} sent two messages")
+            by_sender[sender] = (env, bytes(message))
+        self._raw_messages = {s: m for s, (_, m) in by_sender.items()}
+        return [(s, by_sender[s][0]) for s in sorted(by_sender)]  # type: ignore[misc]
+
+    def _raw(self, ordered: list[tuple[int, object]]) -> list[tuple[int, bytes]]:
+        return [(s, self._raw_messages[s]) for s, _ in ordered]
+
+    def _check_transcript(self, meta: Meta, index: int, what: str) -> None:
+        if meta.hexbytes("transcript", 32) != self._transcripts[index]:
+            raise KeygenError(f"{what}: saw different messages in an earlier round than this member did "
+                              "(the relay showed members different messages)", None)
 
     def __repr__(self) -> str:
-        return f"KeygenParty(party {self.party} of {self.config.parties}, t={self.config.threshold})"
+        return f"KeygenParty(member {self.party} of {self.config.parties}, t={self.config.threshold})"
+
+
+def _list(meta: Meta, key: str, length: int, what: str) -> list[object]:
+    raw = meta.raw(key)
+    if not isinstance(raw, list) or len(raw) != length:
+        raise FormatError(f"{what}: {key} must be a list of {length} entries")
+    return raw
+
+
+def _hex32(value: object, what: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 64:
+        raise FormatError(f"{what}: expected 32 bytes of hex")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise FormatError(f"{what}: not hex") from None

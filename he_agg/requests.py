@@ -2,16 +2,18 @@
 aggregator and the committee.
 
 A :class:`DecryptionRequest` names a round, the committee, every contribution (client id
-and ciphertext digest) and carries the aggregate ciphertext itself. Its digest binds
-everything a decryptor agrees to, so a share made for one request is useless for any
-other. A :class:`DecryptionShare` names its party, the request digest and the active set.
+and ciphertext digest), the active sets that will answer, and carries the aggregate
+ciphertext itself. Its digest binds everything a decryptor agrees to — it is the
+statement members approve (:mod:`he_agg.quorum`) — so a share made for one request is
+useless for any other. The request owns a read-only copy of the aggregate: the bytes a
+member multiplies are the bytes the digest covers. A :class:`DecryptionShare` names its
+member, the request digest and its active set.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Iterable, Sequence
 
 import blake3
@@ -26,8 +28,9 @@ from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_en
 __all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "canonical_active_set", "check_client_id",
            "check_round_id"]
 
-_REQUEST_DOMAIN = b"he_agg.request.v1\0"
+_REQUEST_DOMAIN = b"he_agg.request.v2\0"
 MAX_CLIENT_ID = 256
+MAX_ACTIVE_SETS = 64
 
 
 def check_client_id(client_id: object) -> str:
@@ -67,11 +70,26 @@ class Contribution:
             raise ValueError("a contribution digest is 32 bytes")
 
 
+def canonical_active_sets(active_sets: Iterable[Iterable[int]] | None, context: PublicContext) -> tuple[tuple[int, ...], ...]:
+    """Distinct canonical active sets, in order; the default is members 0 … t−1."""
+    raw = [range(context.threshold)] if active_sets is None else list(active_sets)
+    sets = tuple(canonical_active_set(a, context) for a in raw)
+    if not 1 <= len(sets) <= MAX_ACTIVE_SETS or len(set(sets)) != len(sets):
+        raise ShareBindingError(f"a request names 1 to {MAX_ACTIVE_SETS} distinct active sets")
+    return sets
+
+
 class DecryptionRequest:
-    """What the aggregator asks the committee to decrypt, and everything that binds it."""
+    """What the aggregator asks the committee to decrypt, and everything that binds it.
+
+    ``active_sets``: the t-member sets that will answer (default: members 0 … t−1).
+    Naming several (e.g. every t-subset of t+2 members, :func:`he_agg.committee.verification_sets`)
+    lets the combiner cross-check members; each set costs every member in it one share.
+    """
 
     def __init__(self, context: PublicContext, round_id: int, aggregate: CiphertextBatch,
-                 contributions: Sequence[Contribution], layout: dict[str, Any] | None = None) -> None:
+                 contributions: Sequence[Contribution], layout: dict[str, Any] | None = None,
+                 active_sets: Iterable[Iterable[int]] | None = None) -> None:
         if aggregate.params != context.params:
             raise ShareBindingError("the aggregate was made under other parameters than the committee's")
         check_round_id(round_id)
@@ -81,11 +99,16 @@ class DecryptionRequest:
             raise ValueError("a client appears twice in the contributions")
         if not ordered:
             raise ValueError("a decryption request needs at least one contribution")
+        owned = np.array(aggregate.data, dtype=np.uint64, order="C", copy=True)
+        owned.setflags(write=False)  # the digest covers these bytes; nobody can change them now
         self.context = context
         self.round_id = round_id
-        self.aggregate = aggregate
+        self.aggregate = CiphertextBatch(context.params, owned, aggregate.length)
         self.contributions = ordered
         self.layout = layout
+        self.active_sets = canonical_active_sets(active_sets, context)
+        canonical = json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode()
+        self.digest = blake3.blake3(_REQUEST_DOMAIN + canonical).digest()
 
     @property
     def summed(self) -> int:
@@ -103,13 +126,8 @@ class DecryptionRequest:
             "n": self.context.params.n,
             "nmod": len(self.context.params.data_moduli),
             "length": self.aggregate.length,
+            "active": [list(a) for a in self.active_sets],
         }
-
-    @cached_property
-    def digest(self) -> bytes:
-        """BLAKE3 over the canonical request: committee, round, contributions, layout, aggregate."""
-        canonical = json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode()
-        return blake3.blake3(_REQUEST_DOMAIN + canonical).digest()
 
     def to_bytes(self) -> bytes:
         return seal_envelope(Kind.DECRYPTION_REQUEST, self._meta(), self.aggregate.data)
@@ -128,7 +146,14 @@ class DecryptionRequest:
         layout = meta.raw("layout")
         if layout is not None and not isinstance(layout, dict):
             raise FormatError(f"{what}: layout must be an object or null")
-        return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout)
+        raw_sets = meta.raw("active")
+        if not isinstance(raw_sets, list) or len(raw_sets) > MAX_ACTIVE_SETS or not all(
+                isinstance(a, list) and len(a) <= MAX_PARTIES and all(type(x) is int for x in a) for a in raw_sets):
+            raise FormatError(f"{what}: active must be a list of member lists")
+        try:
+            return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout, raw_sets)
+        except ValueError as exc:
+            raise FormatError(f"{what}: {exc}") from None
 
     def __repr__(self) -> str:
         return (f"DecryptionRequest(round {self.round_id}, {self.summed} contributions, "
@@ -151,12 +176,15 @@ def _contributions(meta: Meta, what: str) -> list[Contribution]:
 
 
 class DecryptionShare:
-    """Party ``party``'s share d = λ·s_i·c1 + e for one request and one active set."""
+    """Member ``party``'s share d = σ_i^A·c1 + e for one request and one active set.
 
-    __slots__ = ("party", "active", "request_digest", "committee_id", "residues")
+    ``sigma`` is the standard deviation of the flooding noise e the member added (public).
+    """
+
+    __slots__ = ("party", "active", "request_digest", "committee_id", "residues", "sigma")
 
     def __init__(self, party: int, active: tuple[int, ...], request_digest: bytes, committee_id: bytes,
-                 residues: np.ndarray) -> None:
+                 residues: np.ndarray, sigma: float) -> None:
         if party not in active:
             raise ShareBindingError(f"party {party} is not in its own active set {list(active)}")
         self.party = party
@@ -164,6 +192,7 @@ class DecryptionShare:
         self.request_digest = request_digest
         self.committee_id = committee_id
         self.residues = residues
+        self.sigma = float(sigma)
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -172,6 +201,7 @@ class DecryptionShare:
             "request": self.request_digest.hex(),
             "committee": self.committee_id.hex(),
             "shape": list(self.residues.shape),
+            "sigma": self.sigma,
         }
         return seal_envelope(Kind.DECRYPTION_SHARE, meta, self.residues)
 
@@ -189,8 +219,14 @@ class DecryptionShare:
             raise FormatError(f"{what}: shape {list(shape)} does not match (count, {nmod}, {n})")
         residues = np.array(body_words(env.body, shape, what))
         seal.check_residues(residues, context.params.data_moduli, what)
-        return cls(meta.integer("party", 0, context.parties - 1), active, meta.hexbytes("request", 32),
-                   context.committee_id, residues)
+        sigma = meta.number("sigma")
+        if not 1.0 <= sigma < 2.0**100:
+            raise FormatError(f"{what}: flooding sigma {sigma} out of range")
+        try:
+            return cls(meta.integer("party", 0, context.parties - 1), active, meta.hexbytes("request", 32),
+                       context.committee_id, residues, sigma)
+        except ShareBindingError as exc:
+            raise FormatError(f"{what}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"DecryptionShare(party {self.party}, active {list(self.active)}, request {self.request_digest[:6].hex()}…)"

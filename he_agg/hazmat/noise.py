@@ -115,8 +115,8 @@ class NoiseModel:
     failure_bits: int = 40
 
     def __post_init__(self) -> None:
-        if not 1 <= self.secret_terms <= 1024:
-            raise ValueError("secret_terms must be in [1, 1024]")
+        if not 1 <= self.secret_terms <= 1 << 14:
+            raise ValueError("secret_terms must be in [1, 16384]")
         if not 16 <= self.statistical_bits <= 128:
             raise ValueError("statistical_bits must be in [16, 128]")
         if not 16 <= self.failure_bits <= 128:
