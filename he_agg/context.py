@@ -23,7 +23,7 @@ from .hazmat.wire import seal, tenseal as tenseal_wire
 from .hazmat.wire.envelope import Kind, body_words, open_envelope, seal_envelope
 from .params import Params
 
-__all__ = ["MAX_PARTIES", "PublicContext"]
+__all__ = ["MAX_PARTIES", "EnrolledContext", "PublicContext"]
 
 MAX_PARTIES = MAX_MEMBERS
 _DOMAIN = b"he_agg.committee.v2\0"
@@ -166,3 +166,91 @@ class PublicContext:
     def __repr__(self) -> str:
         return (f"PublicContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee {self.committee_id[:6].hex()}…, "
                 f"{self.params.describe()})")
+
+
+_ENROLLED_DOMAIN = b"he_agg.enrolled-committee.v1\0"
+
+
+class EnrolledContext:
+    """The public description of an enrolled-client committee: what clients and the server need.
+
+    No collective public key exists: each client encrypts under its own secret, which it
+    replicated-shared with the members at enrollment (:mod:`he_agg.enrollment`), against a
+    public polynomial per round (:mod:`he_agg.hazmat.rounds`). ``committee_id`` binds the
+    parameters, (n, t, c), the flooding parameter and the roster.
+    """
+
+    __slots__ = ("params", "parties", "threshold", "colluders", "roster", "statistical_bits", "committee_id")
+
+    def __init__(self, params: Params, roster: tuple[bytes, ...], threshold: int, *, colluders: int | None = None,
+                 statistical_bits: int = 40) -> None:
+        parties = len(roster)
+        check_committee_shape(parties, threshold)
+        colluders = threshold - 1 if colluders is None else colluders
+        if type(colluders) is not int or not 0 <= colluders < threshold:
+            raise ValueError(f"the colluder bound c must be in [0, t), got c={colluders}, t={threshold}")
+        roster = tuple(bytes(k) for k in roster)
+        if any(len(k) != 32 for k in roster) or len(set(roster)) != parties:
+            raise ValueError(f"the roster must list {parties} distinct 32-byte member keys")
+        if type(statistical_bits) is not int or not 16 <= statistical_bits <= 128:
+            raise ValueError("statistical_bits must be in [16, 128]")
+        self.params = params
+        self.parties = parties
+        self.threshold = threshold
+        self.colluders = colluders
+        self.roster = roster
+        self.statistical_bits = statistical_bits
+        header = struct.pack("<HHHH", parties, threshold, colluders, statistical_bits)
+        self.committee_id = blake3.blake3(_ENROLLED_DOMAIN + params.fingerprint + header + b"".join(roster)).digest()
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "params": self.params.fingerprint.hex(),
+            "n": self.params.n,
+            "moduli": list(self.params.moduli),
+            "scale": self.params.scale,
+            "threshold": self.threshold,
+            "colluders": self.colluders,
+            "roster": [k.hex() for k in self.roster],
+            "statistical_bits": self.statistical_bits,
+            "committee": self.committee_id.hex(),
+        }
+
+    def to_bytes(self) -> bytes:
+        return seal_envelope(Kind.PUBLIC_CONTEXT, dict(self._meta(), mode="enrolled"))
+
+    @classmethod
+    def from_bytes(cls, data: object, params: Params | None = None) -> "EnrolledContext":
+        what = "he_agg enrolled committee context"
+        meta = open_envelope(data, Kind.PUBLIC_CONTEXT, what).meta
+        if meta.text("mode", 16) != "enrolled":
+            raise FormatError(f"{what}: this is a public-key committee's context")
+        moduli = meta.integers("moduli", 2, (1 << 61) - 1, max_len=64)
+        parsed = Params(n=meta.integer("n", 1024, 32768), moduli=tuple(moduli), scale=meta.number("scale"))
+        if parsed.fingerprint != meta.hexbytes("params", 32):
+            raise ParameterMismatchError(f"{what}: parameter fingerprint does not match its own parameters")
+        if params is not None and parsed != params:
+            raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
+        roster = meta.raw("roster")
+        if not isinstance(roster, list) or not 1 <= len(roster) <= MAX_PARTIES or not all(
+                isinstance(k, str) and len(k) == 64 for k in roster):
+            raise FormatError(f"{what}: the roster must list member keys as hex")
+        try:
+            context = cls(parsed, tuple(bytes.fromhex(k) for k in roster), meta.integer("threshold", 1, MAX_PARTIES),
+                          colluders=meta.integer("colluders", 0, MAX_PARTIES),
+                          statistical_bits=meta.integer("statistical_bits", 16, 128))
+        except ValueError as exc:
+            raise FormatError(f"{what}: inconsistent committee settings ({exc})") from None
+        if context.committee_id != meta.hexbytes("committee", 32):
+            raise ParameterMismatchError(f"{what}: committee id does not match its settings")
+        return context
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnrolledContext) and other.committee_id == self.committee_id
+
+    def __hash__(self) -> int:
+        return hash(self.committee_id)
+
+    def __repr__(self) -> str:
+        return (f"EnrolledContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee "
+                f"{self.committee_id[:6].hex()}…, {self.params.describe()})")

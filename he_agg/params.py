@@ -29,6 +29,7 @@ from .errors import ParameterError
 
 __all__ = [
     "AGGREGATION",
+    "ENROLLED",
     "MAX_MODULUS_BITS_128",
     "Params",
     "is_prime",
@@ -255,3 +256,9 @@ class Params:
 #: The default preset: N=8192, primes [60, 60, 60] (two data primes + special prime),
 #: scale 2^90 — room for 40-bit flooding noise and sums up to about 2^28.
 AGGREGATION = Params.from_bit_sizes(8192, [60, 60, 60], 2.0**90)
+
+#: The enrolled-client preset: the same ring and primes with scale 2^94. Enrolled members
+#: flood for a whole key epoch (σ ≈ 2^61 at 1,000 clients and 2^30 coefficients answered,
+#: see :class:`he_agg.hazmat.noise.EnrolledNoiseModel`); 2^94 keeps a 1,000-client sum of
+#: |x| ≤ 1 within 1e-7 and leaves sums up to about 2^24.
+ENROLLED = Params.from_bit_sizes(8192, [60, 60, 60], 2.0**94)

@@ -184,3 +184,71 @@ class NoiseModel:
     def release_distance_log2(self, coefficients: int) -> float:
         """log2 of the whole-release statistical distance bound √M·2^-(s+1) (Pinsker)."""
         return 0.5 * math.log2(coefficients) - self.statistical_bits - 1.0
+
+
+#: Sub-Gaussian variance proxy of one enrolled client's noise per coefficient: SEAL's error
+#: law (centred binomial of 2×21 bits: a sum of 42 independent ±½ terms, proxy 42/4 = 10.5)
+#: plus randomized rounding (zero-mean, in an interval of length 1: proxy 1/4, Hoeffding).
+ENROLLED_CLIENT_PROXY = 10.5 + 0.25
+
+
+@dataclass(frozen=True)
+class EnrolledNoiseModel:
+    r"""Flooding for enrolled-client releases, sized for a member's whole key epoch.
+
+    A release is C0 + Σ_i d_i = Σ_k Encode(w·m_k) + x + Σ_i f_i with x = Σ_{k∈S} (e_k + ρ_k):
+    the clients' errors and rounding, which t−1 colluders must not learn (with them, a
+    member's share gives away its key sums). Each honest member's flood f alone must hide x,
+    over every coefficient it ever answers in the epoch (a budget of M coefficient-answers).
+
+    Per coefficient, KL(N(x, σ²) ‖ N(0, σ²)) = x²/(2σ²); KL adds up over independent
+    answers, and Pinsker turns it into a statistical distance ≤ √(Σx²)/(2σ). Each x is
+    sub-Gaussian with proxy V = K·v (K ≤ ``max_clients`` summed clients,
+    v = :data:`ENROLLED_CLIENT_PROXY`), so E exp(λx²) ≤ (1 − 2λV)^(−1/2) and the χ² upper
+    tail of Laurent–Massart applies: Σx² ≤ V·(M + 2√(M·L) + 2L) except with probability
+    e^(−L), L = f·ln 2. Hence
+
+        σ = 2^(s−1) · √(V·(M + 2√(M·L) + 2L))
+
+    keeps the whole epoch within 2^-s (plus 2^-f). At K = 1,000, M = 2^30, s = f = 40:
+    σ ≈ 2^60.7. Precision: t floods of σ reach each real slot with standard deviation
+    σ·√(t·N/2)/Δ (slot packing); :meth:`error_bound` adds the clients' own noise.
+    """
+
+    params: Params
+    statistical_bits: int = 40
+    failure_bits: int = 40
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.statistical_bits <= 128 or not 16 <= self.failure_bits <= 128:
+            raise ValueError("statistical_bits and failure_bits must be in [16, 128]")
+
+    def flooding_sigma(self, max_clients: int, epoch_coefficients: int) -> float:
+        """σ of each answer's flood for a member that sums at most ``max_clients`` clients per
+        release and answers at most ``epoch_coefficients`` coefficients in the epoch."""
+        if max_clients < 1 or epoch_coefficients < 1:
+            raise ValueError("max_clients and epoch_coefficients must be positive")
+        proxy = max_clients * ENROLLED_CLIENT_PROXY
+        tail = self.failure_bits * math.log(2.0)
+        m = float(epoch_coefficients)
+        total = proxy * (m + 2.0 * math.sqrt(m * tail) + 2.0 * tail)
+        return math.ldexp(math.sqrt(total), self.statistical_bits - 1)
+
+    def epoch_distance_log2(self, sigma: float, max_clients: int, coefficients: int) -> float:
+        """log2 of the statistical distance after ``coefficients`` answers at σ (the bound above)."""
+        proxy = max_clients * ENROLLED_CLIENT_PROXY
+        tail = self.failure_bits * math.log(2.0)
+        total = proxy * (coefficients + 2.0 * math.sqrt(coefficients * tail) + 2.0 * tail)
+        return math.log2(math.sqrt(total) / (2.0 * sigma))
+
+    def slot_std(self, sigma: float, shares: int, *, dense: bool = False) -> float:
+        """Standard deviation of one decoded value due to ``shares`` floods of σ."""
+        spread = 1.0 if dense else math.sqrt(self.params.n / 2.0)
+        return sigma * math.sqrt(shares) * spread / self.params.scale
+
+    def error_bound(self, sigma: float, shares: int, clients: int, values: int, *, dense: bool = False) -> float:
+        """Bound on max |decrypted − exact| over ``values`` values, failure probability 2^-f."""
+        spread = 1.0 if dense else math.sqrt(self.params.n / 2.0)
+        variance = shares * sigma**2 + clients * ENROLLED_CLIENT_PROXY
+        tail = math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
+        return math.sqrt(variance) * spread / self.params.scale * tail
