@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import blake3
 import numpy as np
@@ -25,8 +25,8 @@ from .errors import FormatError, ShareBindingError
 from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
-__all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "canonical_active_set", "check_client_id",
-           "check_round_id"]
+__all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "EnrolledRequest", "canonical_active_set",
+           "canonical_active_sets", "check_client_id", "check_round_id"]
 
 _REQUEST_DOMAIN = b"he_agg.request.v2\0"
 MAX_CLIENT_ID = 256
@@ -230,3 +230,106 @@ class DecryptionShare:
 
     def __repr__(self) -> str:
         return f"DecryptionShare(party {self.party}, active {list(self.active)}, request {self.request_digest[:6].hex()}…)"
+
+
+_ENROLLED_DOMAIN = b"he_agg.enrolled-request.v1\0"
+MAX_TICKET = 4096
+
+
+class EnrolledRequest:
+    """An enrolled-client round's decryption request: τ_r, the statement members approve.
+
+    It names the committee, the key epoch, the round, the contributor set S (distinct
+    client ids), each contributor's signed ticket (which binds its upload's digest and
+    layout), the layout, the number of ciphertexts, the active sets, and the hash of the
+    summed c0 (members never need Σc0 itself). It carries no ciphertext: members multiply
+    the round's public polynomials, which nobody but the XOF chooses.
+    """
+
+    def __init__(self, context: Any, epoch: int, round_id: int, tickets: Mapping[str, bytes], layout: dict[str, Any],
+                 count: int, aggregate_digest: bytes, active_sets: Iterable[Iterable[int]] | None = None) -> None:
+        check_round_id(round_id)
+        check_round_id(epoch)
+        if not tickets:
+            raise ValueError("a decryption request needs at least one contribution")
+        for client_id, ticket in tickets.items():
+            check_client_id(client_id)
+            if not isinstance(ticket, (bytes, bytearray)) or not 0 < len(ticket) <= MAX_TICKET:
+                raise ValueError(f"the ticket of {client_id!r} must be 1 to {MAX_TICKET} bytes")
+        if type(count) is not int or not 1 <= count <= 1 << 20:
+            raise ValueError("count must be an integer in [1, 2^20]")
+        if len(aggregate_digest) != 32:
+            raise ValueError("the aggregate digest is 32 bytes")
+        if not isinstance(layout, dict):
+            raise ValueError("the layout must be a JSON object")
+        self.context = context
+        self.epoch = epoch
+        self.round_id = round_id
+        self.tickets = {k: bytes(tickets[k]) for k in sorted(tickets)}
+        self.layout = layout
+        self.count = count
+        self.aggregate_digest = bytes(aggregate_digest)
+        self.active_sets = canonical_active_sets(active_sets, context)
+        canonical = json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode()
+        self.digest = blake3.blake3(_ENROLLED_DOMAIN + canonical).digest()
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return tuple(self.tickets)
+
+    @property
+    def summed(self) -> int:
+        return len(self.tickets)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "committee": self.context.committee_id.hex(),
+            "epoch": self.epoch,
+            "round": self.round_id,
+            "tickets": [[k, v.hex()] for k, v in self.tickets.items()],
+            "layout": self.layout,
+            "count": self.count,
+            "aggregate": self.aggregate_digest.hex(),
+            "active": [list(a) for a in self.active_sets],
+            "params": self.context.params.fingerprint.hex(),
+        }
+
+    def to_bytes(self) -> bytes:
+        return seal_envelope(Kind.ENROLLED_REQUEST, self._meta())
+
+    @classmethod
+    def from_bytes(cls, data: object, context: Any) -> "EnrolledRequest":
+        what = "he_agg enrolled decryption request"
+        meta = open_envelope(data, Kind.ENROLLED_REQUEST, what).meta
+        if meta.hexbytes("committee", 32) != context.committee_id:
+            raise ShareBindingError(f"{what}: addressed to another committee")
+        if meta.hexbytes("params", 32) != context.params.fingerprint:
+            raise FormatError(f"{what}: made for other parameters")
+        raw = meta.raw("tickets")
+        if not isinstance(raw, list) or not 0 < len(raw) <= 1 << 20:
+            raise FormatError(f"{what}: tickets must be a non-empty list")
+        tickets: dict[str, bytes] = {}
+        for item in raw:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                    and isinstance(item[1], str) and len(item[1]) <= 2 * MAX_TICKET):
+                raise FormatError(f"{what}: each ticket is [client_id, hex]")
+            if item[0] in tickets:
+                raise FormatError(f"{what}: client {item[0]!r} is listed twice")
+            try:
+                tickets[item[0]] = bytes.fromhex(item[1])
+            except ValueError:
+                raise FormatError(f"{what}: a ticket is not hex") from None
+        layout = meta.raw("layout")
+        raw_sets = meta.raw("active")
+        if not isinstance(raw_sets, list) or len(raw_sets) > MAX_ACTIVE_SETS or not all(
+                isinstance(a, list) and len(a) <= MAX_PARTIES and all(type(x) is int for x in a) for a in raw_sets):
+            raise FormatError(f"{what}: active must be a list of member lists")
+        try:
+            return cls(context, meta.integer("epoch"), meta.integer("round"), tickets, layout,
+                       meta.integer("count", 1, 1 << 20), meta.hexbytes("aggregate", 32), raw_sets)
+        except ValueError as exc:
+            raise FormatError(f"{what}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return (f"EnrolledRequest(epoch {self.epoch}, round {self.round_id}, {self.summed} contributors, "
+                f"{self.count} ciphertexts, digest {self.digest[:6].hex()}…)")
