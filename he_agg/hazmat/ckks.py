@@ -141,8 +141,8 @@ def encode_split(values: np.ndarray, scale: float, stream: KeyedStream) -> Encod
 
     Each float64 coefficient y = unit_coefficients(values)·scale is split exactly into
     high·2^shift (the bits at and above 2^shift) and a float remainder r; r is rounded
-    to ⌊r⌋ + 1 with probability frac(r) (u < frac(r), u uniform on the 2^-53 grid from
-    the stream: bias at most 2^-53), else ⌊r⌋. One stream word per coefficient is drawn
+    to ⌊r⌋ + 1 with probability frac(r) (w < ⌊frac(r)·2^64⌋, w a uniform 64-bit stream
+    word: bias below 2^-64 per coefficient), else ⌊r⌋. One stream word per coefficient is drawn
     whatever the values, so consumption is deterministic. Where |y| ≥ 2^53 the float
     has no fractional bits and the rounding is exact; the float transform's own error
     (see :func:`unit_coefficients`) is then the larger one.
@@ -166,7 +166,8 @@ def encode_split(values: np.ndarray, scale: float, stream: KeyedStream) -> Encod
     low_f = np.floor(y)
     y -= low_f  # the fractional part, exact, in [0, 1)
     words = stream.words(y.size).reshape(y.shape)
-    up = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53 < y
+    y *= 2.0**64  # frac·2^64 < 2^64 − 2^10: exact, and exact as an integer when frac has ≤ 64 fractional bits
+    up = words < y.astype(np.uint64)
     words.fill(0)
     y.fill(0.0)
     low = low_f.astype(np.int64)
