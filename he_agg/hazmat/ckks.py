@@ -9,13 +9,29 @@ the evaluation at j = (3^i mod 2N − 1)/2.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
 
+from ..errors import PackingError, SlotRangeError
 from . import kernels
+from .sampling import KeyedStream
 
-__all__ = ["decode", "signed_to_rns", "slot_indices"]
+__all__ = [
+    "EncodedCoefficients",
+    "decode",
+    "encode",
+    "encode_rns",
+    "encode_split",
+    "scaled_to_rns",
+    "signed_to_rns",
+    "slot_indices",
+    "unit_coefficients",
+]
+
+#: Low parts of a split encoding stay below 2^LOW_BITS in magnitude (room to add small noise in int64).
+LOW_BITS = 61
 
 
 @lru_cache(maxsize=8)
@@ -62,6 +78,141 @@ def decode(coefficients: np.ndarray) -> np.ndarray:
     packed = (coefficients[..., :half] + 1j * coefficients[..., half:]) * twist
     evaluations = np.fft.ifft(packed, axis=-1) * half
     return evaluations.real[..., index]
+
+
+def unit_coefficients(values: np.ndarray) -> np.ndarray:
+    """The exact inverse of :func:`decode` in float64: real slots (..., N/2) → coefficients (..., N).
+
+    SEAL's slot i becomes the evaluation at ζ^(3^i mod 2N) (its conjugate for exponents
+    ≡ 3 mod 4, the same value for real slots), so the N/2 evaluations at ζ^(4j+1) are a
+    permutation of the slots and one half-size complex FFT inverts them. The result is
+    the float64 transform: its error is about 2^-52·log2(N)·max|value| per coefficient.
+    """
+    z = np.asarray(values)
+    if z.dtype.kind not in "biuf":
+        raise PackingError(f"slot values must be real numbers, got dtype {z.dtype}")
+    half = z.shape[-1] if z.ndim else 0
+    if half < 1 or half & (half - 1):
+        raise PackingError(f"the last axis holds {half} slots; it must be a power of two (N/2)")
+    n = 2 * half
+    twist, index = _half_plan(n)
+    evaluations = np.zeros(z.shape, dtype=np.complex128)
+    evaluations[..., index] = z
+    packed = np.fft.fft(evaluations, axis=-1) * (np.conj(twist) / half)
+    out = np.empty(z.shape[:-1] + (n,), dtype=np.float64)
+    out[..., :half] = packed.real
+    out[..., half:] = packed.imag
+    return out
+
+
+class EncodedCoefficients:
+    """Integer coefficients held exactly as ``high · 2^shift + low`` (int64 arrays, shape (..., N)).
+
+    ``shift`` is 0 (and ``high`` all zero) when every coefficient fits below 2^LOW_BITS;
+    otherwise it is the smallest shift that keeps |high| < 2^LOW_BITS. |low| < 2^shift
+    (≤ 2^LOW_BITS when shift is 0), so small noise can be added to ``low`` in int64.
+    """
+
+    __slots__ = ("high", "shift", "low")
+
+    def __init__(self, high: np.ndarray, shift: int, low: np.ndarray) -> None:
+        self.high, self.shift, self.low = high, shift, low
+
+    def to_rns(self, moduli: tuple[int, ...]) -> np.ndarray:
+        """Residues (..., L, N) of every coefficient modulo each prime (exact)."""
+        if self.shift == 0:
+            return signed_to_rns(self.low, moduli)
+        return scaled_to_rns(self.high, self.shift, self.low, moduli)
+
+    def to_int(self) -> np.ndarray:
+        """The coefficients as Python integers (object array; for tests and small inputs)."""
+        return self.high.astype(object) * (1 << self.shift) + self.low.astype(object)
+
+    def wipe(self) -> None:
+        self.high.fill(0)
+        self.low.fill(0)
+
+    def __repr__(self) -> str:
+        return f"EncodedCoefficients(shape {self.low.shape}, shift {self.shift})"
+
+
+def encode_split(values: np.ndarray, scale: float, stream: KeyedStream) -> EncodedCoefficients:
+    """CKKS-encode real slots at ``scale`` with randomized rounding, exactly as high·2^shift + low.
+
+    Each float64 coefficient y = unit_coefficients(values)·scale is split exactly into
+    high·2^shift (the bits at and above 2^shift) and a float remainder r; r is rounded
+    to ⌊r⌋ + 1 with probability frac(r) (w < ⌊frac(r)·2^64⌋, w a uniform 64-bit stream
+    word: bias below 2^-64 per coefficient), else ⌊r⌋. One stream word per coefficient is drawn
+    whatever the values, so consumption is deterministic. Where |y| ≥ 2^53 the float
+    has no fractional bits and the rounding is exact; the float transform's own error
+    (see :func:`unit_coefficients`) is then the larger one.
+    """
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise PackingError(f"scale must be positive and finite, got {scale!r}")
+    y = unit_coefficients(values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y *= scale
+    if not np.isfinite(y).all():
+        raise PackingError("a slot value is not finite, or too large for the scale")
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    shift = 0 if peak < 2.0**LOW_BITS else math.frexp(peak)[1] - LOW_BITS
+    if shift:
+        high_f = np.trunc(y * 2.0**-shift)  # exact: a power-of-two division of numbers ≥ 2^shift
+        y -= high_f * 2.0**shift  # exact: the bits of y below 2^shift
+        high = high_f.astype(np.int64)
+    else:
+        high = np.zeros(y.shape, dtype=np.int64)
+    low_f = np.floor(y)
+    y -= low_f  # the fractional part, exact, in [0, 1)
+    words = stream.words(y.size).reshape(y.shape)
+    y *= 2.0**64  # frac·2^64 < 2^64 − 2^10: exact, and exact as an integer when frac has ≤ 64 fractional bits
+    up = words < y.astype(np.uint64)
+    words.fill(0)
+    y.fill(0.0)
+    low = low_f.astype(np.int64)
+    low_f.fill(0.0)
+    low += up
+    return EncodedCoefficients(high, shift, low)
+
+
+def encode(values: np.ndarray, scale: float, stream: KeyedStream) -> np.ndarray:
+    """The exact inverse of :func:`decode` at ``scale`` as int64 coefficients (..., N),
+    randomized rounding (:func:`encode_split`). SlotRangeError if a coefficient would not fit
+    below 2^LOW_BITS (use :func:`encode_rns` or :func:`encode_split` for large scales)."""
+    encoded = encode_split(values, scale, stream)
+    if encoded.shift:
+        peak = np.abs(encoded.high)
+        index = int(np.argmax(peak.reshape(-1)))
+        encoded.wipe()
+        raise SlotRangeError(
+            f"coefficient {index} needs more than {LOW_BITS} bits at scale 2^{math.log2(scale):.1f}; "
+            "encode to residues (encode_rns) instead", index, 2.0**LOW_BITS)
+    return encoded.low
+
+
+def encode_rns(values: np.ndarray, scale: float, stream: KeyedStream, moduli: tuple[int, ...],
+               noise: np.ndarray | None = None) -> np.ndarray:
+    """Encode real slots (..., N/2) at ``scale`` into residues (..., L, N) (coefficient form).
+
+    ``noise``: optional int64 (..., N) added to the coefficients (small: |noise| < 2^61).
+    SlotRangeError if a coefficient (noise included) reaches Q/2, Q the product of ``moduli``:
+    its centred lift would wrap around.
+    """
+    encoded = encode_split(values, scale, stream)
+    try:
+        if noise is not None:
+            encoded.low += noise
+        limit = math.prod(moduli) // 2
+        peak = np.abs(encoded.high).max(initial=0) * 2.0**encoded.shift + np.abs(encoded.low).max(initial=0) + 1.0
+        if peak >= float(limit) * (1 - 2.0**-40):
+            biggest = int(np.argmax(np.abs(encoded.high if encoded.shift else encoded.low).reshape(-1)))
+            raise SlotRangeError(
+                f"coefficient {biggest} reaches 2^{math.log2(peak):.2f}, beyond Q/2 = 2^{math.log2(limit):.2f} "
+                "at this scale: the values are too large", biggest, float(limit))
+        return encoded.to_rns(moduli)
+    finally:
+        encoded.wipe()
 
 
 def signed_to_rns(values: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:

@@ -1,0 +1,523 @@
+"""Enrolled-client mode, client and server side: c0-only uploads, signed tickets, the c0 sum.
+
+A client enrolled with the committee holds its own ternary secret s_k (replicated-shared
+with the members at enrollment). For round r it uploads, per ciphertext j, only
+
+    c0_{k,j} = −a_{r,j}·s_k + Encode(w·m_{k,j}) + e_{k,j}     (data primes, NTT form)
+
+with a_{r,j} the round's public polynomial (:mod:`he_agg.hazmat.rounds`), e from SEAL's
+error law (centred binomial, variance 10.5) and randomized rounding in Encode, both from
+a fresh CSPRNG stream. The weight w is encrypted by the client in the layout's weight slot;
+the server never chooses it. Alongside c0 goes a :class:`Ticket`: the client's Ed25519
+signature over (committee id, epoch, round, client id, layout digest, digest of c0), which
+a member can check against the client's enrolled key without the c0 body.
+
+The server sums c0 over clients (:class:`C0Accumulator`, one validated native pass per
+upload); members later add a·(their shares of Σ s_k) plus flooding.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import numpy as np
+
+from .errors import (
+    AuthenticationError,
+    DuplicateContributionError,
+    FormatError,
+    NotEnrolledError,
+    ParameterError,
+    ParameterMismatchError,
+    RoundMismatchError,
+    ShareBindingError,
+    TicketError,
+)
+from .hazmat import kernels
+from .hazmat.ckks import encode_split
+from .hazmat.rounds import MAX_COMMITTEE_ID, round_polynomials
+from .hazmat.sampling import KeyedStream, cbd
+from .hazmat.wire import seal as seal_wire
+from .hazmat.wire.envelope import Kind, as_bytes, body_hash, body_words, open_envelope, seal_envelope
+from .identity import SIGNATURE_BYTES, PartyIdentity, verify_signature
+from .packing import MAX_VALUES, Layout, apply_weight, check_layout, check_range, clip, flatten
+from .params import Params
+from .requests import MAX_CLIENT_ID, check_client_id
+
+__all__ = [
+    "C0Accumulator",
+    "EnrolledUpload",
+    "Ticket",
+    "VerifyKey",
+    "c0_digest",
+    "ciphertext_count",
+    "encrypt_enrolled",
+    "encrypt_enrolled_slots",
+    "enrolled_upload",
+    "key_lookup",
+    "open_upload",
+    "secret_ntt",
+]
+
+DEFAULT_MAX_CLIENTS = 10_000
+#: Ciphertexts processed together by the client (bounds working memory and keeps it in cache: ~1 MiB per array at N=8192).
+CHUNK = 16
+
+#: A verify key, or a lookup client id → verify key (raising NotEnrolledError for unknown ids).
+VerifyKey = bytes | Callable[[str], bytes]
+
+_C0_DOMAIN = b"he_agg.enrolled.c0.v1\0"
+_TICKET_DOMAIN = b"he_agg.enrolled.ticket.v1"
+_TICKET_MAGIC = b"HEAGTKT\x01"
+_TICKET_FIXED = struct.Struct("<8sQQ32s32s")
+_LEN = struct.Struct("<H")
+MAX_TICKET_BYTES = _TICKET_FIXED.size + 2 * _LEN.size + MAX_COMMITTEE_ID + 4 * MAX_CLIENT_ID + SIGNATURE_BYTES
+
+
+def ciphertext_count(length: int, params: Params) -> int:
+    """Ciphertexts an update of ``length`` slots takes: ⌈length / (N/2)⌉."""
+    return -(-length // params.slots)
+
+
+def c0_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
+    """The digest a ticket signs: BLAKE3(domain ‖ params ‖ length ‖ BLAKE3(c0 residue bytes))."""
+    return blake3.blake3(_C0_DOMAIN + params.fingerprint + struct.pack("<Q", length) + residues_hash).digest()
+
+
+# -- tickets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A client's signed statement: "for this committee, epoch and round I uploaded this c0
+    under this layout". Bytes in and out; verifiable without the c0 body.
+
+    Wire form (little-endian): magic ``HEAGTKT\\x01`` ‖ epoch u64 ‖ round u64 ‖ layout
+    digest (32) ‖ c0 digest (32) ‖ u16 length + committee id ‖ u16 length + client id
+    (UTF-8) ‖ Ed25519 signature (64) over everything before it (domain-separated).
+    """
+
+    committee_id: bytes
+    epoch: int
+    round_id: int
+    client_id: str
+    layout_digest: bytes
+    c0_digest: bytes
+    signature: bytes
+
+    @staticmethod
+    def _message(committee_id: bytes, epoch: int, round_id: int, client_id: str, layout_digest: bytes,
+                 c0_digest: bytes) -> bytes:
+        cid, client = bytes(committee_id), client_id.encode("utf-8")
+        return b"".join([_TICKET_FIXED.pack(_TICKET_MAGIC, epoch, round_id, layout_digest, c0_digest),
+                         _LEN.pack(len(cid)), cid, _LEN.pack(len(client)), client])
+
+    @property
+    def message(self) -> bytes:
+        """The signed bytes (the wire form without the signature)."""
+        return self._message(self.committee_id, self.epoch, self.round_id, self.client_id, self.layout_digest,
+                             self.c0_digest)
+
+    @classmethod
+    def sign(cls, identity: PartyIdentity, *, committee_id: bytes, epoch: int, round_id: int, client_id: str,
+             layout_digest: bytes, c0_digest: bytes) -> "Ticket":
+        _check_fields(committee_id, epoch, round_id, client_id, layout_digest, c0_digest, ParameterError)
+        message = cls._message(committee_id, epoch, round_id, client_id, layout_digest, c0_digest)
+        return cls(bytes(committee_id), epoch, round_id, client_id, bytes(layout_digest), bytes(c0_digest),
+                   identity.sign(_TICKET_DOMAIN, message))
+
+    def to_bytes(self) -> bytes:
+        return self.message + self.signature
+
+    @classmethod
+    def from_bytes(cls, data: object) -> "Ticket":
+        """Parse a ticket (format only: :meth:`verify` checks the signature). FormatError if malformed."""
+        what = "enrolled ticket"
+        try:
+            raw = bytes(memoryview(data))  # type: ignore[arg-type]
+        except TypeError:
+            raise FormatError(f"{what}: expected bytes, got {type(data).__name__}") from None
+        if not _TICKET_FIXED.size + 2 * _LEN.size + SIGNATURE_BYTES <= len(raw) <= MAX_TICKET_BYTES:
+            raise FormatError(f"{what}: {len(raw)} bytes is not a valid ticket size")
+        magic, epoch, round_id, layout_digest, digest = _TICKET_FIXED.unpack_from(raw)
+        if magic != _TICKET_MAGIC:
+            raise FormatError(f"{what}: bad magic (not a ticket, or another version)")
+        pos = _TICKET_FIXED.size
+        committee_id, pos = _field(raw, pos, what, "committee id")
+        client, pos = _field(raw, pos, what, "client id")
+        if len(raw) - pos != SIGNATURE_BYTES:
+            raise FormatError(f"{what}: {len(raw) - pos} bytes after the fields; a signature is {SIGNATURE_BYTES}")
+        try:
+            client_id = client.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"{what}: the client id is not UTF-8") from None
+        _check_fields(committee_id, epoch, round_id, client_id, layout_digest, digest, FormatError)
+        return cls(committee_id, epoch, round_id, client_id, layout_digest, digest, raw[pos:])
+
+    def verify(self, verify_key: VerifyKey, *, committee_id: bytes | None = None, epoch: int | None = None,
+               round_id: int | None = None, client_id: str | None = None, layout_digest: bytes | None = None,
+               c0_digest: bytes | None = None) -> None:
+        """Check the signature against the client's enrolled key, and every field given.
+
+        TicketError for a bad signature or a mismatching field; NotEnrolledError if the key
+        lookup does not know the client.
+        """
+        expected = {"committee id": committee_id, "epoch": epoch, "round": round_id, "client id": client_id,
+                    "layout digest": layout_digest, "c0 digest": c0_digest}
+        actual = {"committee id": self.committee_id, "epoch": self.epoch, "round": self.round_id,
+                  "client id": self.client_id, "layout digest": self.layout_digest, "c0 digest": self.c0_digest}
+        for name, want in expected.items():
+            if want is not None and actual[name] != want:
+                raise TicketError(f"ticket of client {self.client_id!r}: {name} does not match (made for "
+                                  "another committee, epoch, round, client, layout or c0)")
+        key = verify_key(self.client_id) if callable(verify_key) else verify_key
+        try:
+            verify_signature(key, _TICKET_DOMAIN, self.message, self.signature,
+                             f"ticket of client {self.client_id!r}")
+        except AuthenticationError as exc:
+            raise TicketError(str(exc)) from None
+
+    def __repr__(self) -> str:
+        return (f"Ticket(client {self.client_id!r}, committee {self.committee_id[:6].hex()}…, epoch {self.epoch}, "
+                f"round {self.round_id}, c0 {self.c0_digest[:6].hex()}…)")
+
+
+def _field(raw: bytes, pos: int, what: str, name: str) -> tuple[bytes, int]:
+    if pos + _LEN.size > len(raw):
+        raise FormatError(f"{what}: truncated before the {name}")
+    (size,) = _LEN.unpack_from(raw, pos)
+    pos += _LEN.size
+    if pos + size > len(raw):
+        raise FormatError(f"{what}: the {name} runs past the end")
+    return raw[pos : pos + size], pos + size
+
+
+def _check_fields(committee_id: object, epoch: object, round_id: object, client_id: object, layout_digest: object,
+                  digest: object, error: type[Exception]) -> None:
+    if not isinstance(committee_id, (bytes, bytearray)) or not 1 <= len(committee_id) <= MAX_COMMITTEE_ID:
+        raise error(f"a committee id is 1 to {MAX_COMMITTEE_ID} bytes")
+    for name, value in (("epoch", epoch), ("round", round_id)):
+        if type(value) is not int or not 0 <= value < 1 << 64:
+            raise error(f"{name} must be an integer in [0, 2^64)")
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID:
+        raise error(f"client ids are non-empty strings of at most {MAX_CLIENT_ID} characters")
+    for name, value in (("layout digest", layout_digest), ("c0 digest", digest)):
+        if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+            raise error(f"the {name} is 32 bytes")
+
+
+# -- client: encryption ------------------------------------------------------------------------
+
+
+def secret_ntt(secret: np.ndarray, params: Params) -> np.ndarray:
+    """The client's secret in NTT form over the data primes, shape (L_data, N) uint64.
+
+    ``secret``: N small signed integer coefficients (int8/…/int64: a ternary s_k or a small
+    sum of them), or residues in NTT form, (L_data, N) or key-level (L_all, N) uint64.
+    """
+    moduli = params.data_moduli
+    if not isinstance(secret, np.ndarray):
+        raise ParameterMismatchError(f"the secret must be a numpy array, got {type(secret).__name__}")
+    if secret.dtype == np.uint64 and secret.ndim == 2 and secret.shape[1] == params.n \
+            and secret.shape[0] in (len(moduli), len(params.moduli)):
+        out = np.array(secret[: len(moduli)], dtype=np.uint64, order="C")
+        seal_wire.check_residues(out, moduli, "secret")
+        return out
+    if secret.dtype.kind != "i" or secret.shape != (params.n,):
+        raise ParameterMismatchError(
+            f"the secret must be {params.n} signed integer coefficients or NTT residues "
+            f"({len(moduli)} or {len(params.moduli)}, {params.n}) uint64; got {secret.dtype} {secret.shape}")
+    coefficients = secret.astype(np.int64)
+    try:
+        if np.abs(coefficients).max() > 1 << 20:
+            raise ParameterMismatchError("secret coefficients must be small (a ternary secret or a small sum)")
+        out = kernels.signed_to_rns(coefficients, moduli)
+    finally:
+        coefficients.fill(0)
+    kernels.ntt_forward(out, moduli)
+    return out
+
+
+def encrypt_enrolled_slots(secret: np.ndarray, slots: np.ndarray, *, committee_id: bytes, epoch: int,
+                           round_id: int, params: Params, stream: KeyedStream | None = None) -> np.ndarray:
+    """c0 for a slot vector: (count, L_data, N) uint64, NTT form, count = ⌈len(slots) / (N/2)⌉.
+
+    The last ciphertext's unused slots hold 0. Noise and rounding come from ``stream``
+    (default: a fresh CSPRNG stream; pass one only in tests). Range checks are the
+    caller's (:func:`encrypt_enrolled` does them); a coefficient beyond Q/2 raises here.
+    """
+    values = np.asarray(slots, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ParameterError("nothing to encrypt")
+    moduli = params.data_moduli
+    count = ciphertext_count(values.size, params)
+    stream = stream if stream is not None else KeyedStream.fresh(b"he_agg.enrolled.client-noise")
+    out = np.empty((count, len(moduli), params.n), dtype=np.uint64)
+    s = secret_ntt(secret, params)
+    neg_s = np.zeros_like(s)
+    try:
+        kernels.sub(neg_s, neg_s, s, moduli)
+        s.fill(0)
+        for start in range(0, count, CHUNK):
+            stop = min(count, start + CHUNK)
+            chunk = np.zeros((stop - start, params.slots), dtype=np.float64)
+            piece = values[start * params.slots : stop * params.slots]
+            chunk.reshape(-1)[: piece.size] = piece
+            a = round_polynomials(committee_id, epoch, round_id, stop - start, params, start=start)
+            m = _encode_with_noise(chunk, params, stream)
+            chunk.fill(0.0)
+            kernels.ntt_forward(m, moduli)
+            kernels.muladd(out[start:stop], a, neg_s, m, moduli)  # −a·s + (Encode(m) + e)
+            m.fill(0)
+    finally:
+        s.fill(0)
+        neg_s.fill(0)
+    return out
+
+
+def _encode_with_noise(chunk: np.ndarray, params: Params, stream: KeyedStream) -> np.ndarray:
+    """Encode(chunk) + e in coefficient form as residues (rows, L, N); everything secret wiped."""
+    moduli = params.data_moduli
+    encoded = encode_split(chunk, params.scale, stream)
+    try:
+        error = cbd(stream, encoded.low.size).reshape(encoded.low.shape)
+        encoded.low += error
+        error.fill(0)
+        limit = float(params.data_modulus // 2)
+        peak = float(np.abs(encoded.high).max()) * 2.0**encoded.shift + float(np.abs(encoded.low).max())
+        if peak >= limit * (1 - 2.0**-40):
+            raise ParameterMismatchError(f"a coefficient reaches 2^{math.log2(peak):.2f}, beyond Q/2: "
+                                         "the values are too large for this scale")
+        return encoded.to_rns(moduli)
+    finally:
+        encoded.wipe()
+
+
+def encrypt_enrolled(secret: np.ndarray, update: Any, *, committee_id: bytes, epoch: int, round_id: int,
+                     params: Params, weight: float | None = None, clip_l2: float | None = None,
+                     clip_value: float | None = None, max_clients: int = DEFAULT_MAX_CLIENTS,
+                     stream: KeyedStream | None = None) -> tuple[np.ndarray, Layout]:
+    """Encrypt a client's update for one round in enrolled mode: returns (c0, layout).
+
+    ``update``, ``weight``, ``clip_l2``, ``clip_value``, ``max_clients``: as in
+    :func:`he_agg.client.encrypt` (the client puts w·x and w in the slots itself).
+    c0: (count, L_data, N) uint64 NTT residues, one row per N/2 slots of the layout.
+    """
+    vector, layout = flatten(update, weighted=weight is not None)
+    if clip_l2 is not None or clip_value is not None:
+        vector = clip(vector, l2=clip_l2, value=clip_value)
+    slots = apply_weight(vector, layout, weight) if weight is not None else vector
+    check_range(slots, params, max_clients)
+    c0 = encrypt_enrolled_slots(secret, slots, committee_id=committee_id, epoch=epoch, round_id=round_id,
+                                params=params, stream=stream)
+    return c0, layout
+
+
+def enrolled_upload(identity: PartyIdentity, secret: np.ndarray, update: Any, *, client_id: str,
+                    committee_id: bytes, epoch: int, round_id: int, params: Params, **options: Any) -> "EnrolledUpload":
+    """:func:`encrypt_enrolled` and sign the ticket: the upload, ready for ``to_bytes()``.
+
+    A client must persist its round before uploading and resend the identical bytes on retry.
+    """
+    c0, layout = encrypt_enrolled(secret, update, committee_id=committee_id, epoch=epoch, round_id=round_id,
+                                  params=params, **options)
+    return EnrolledUpload.create(identity, c0, layout, client_id=client_id, committee_id=committee_id, epoch=epoch,
+                                 round_id=round_id, params=params)
+
+
+# -- the upload on the wire ----------------------------------------------------------------------
+
+
+class EnrolledUpload:
+    """One client's c0-only upload for one round: residues, layout and signed ticket.
+
+    Wire form: a he_agg envelope (Kind.ENROLLED_UPLOAD) whose body is the (count, L_data, N)
+    little-endian residues (64-byte aligned) and whose meta holds the parameter fingerprint,
+    the length, the layout and the ticket (hex). The ticket's c0 digest binds the body.
+    """
+
+    __slots__ = ("params", "ticket", "layout", "c0")
+
+    def __init__(self, params: Params, ticket: Ticket, layout: Layout, c0: np.ndarray) -> None:
+        """Trusts its caller on residue ranges and the ticket (as ``numpy.ndarray`` would)."""
+        expected = (ciphertext_count(layout.length, params), len(params.data_moduli), params.n)
+        if not isinstance(c0, np.ndarray) or c0.dtype != np.uint64 or c0.shape != expected \
+                or not c0.flags.c_contiguous:
+            raise ParameterMismatchError(f"c0 must be C-contiguous uint64 of shape {expected} for "
+                                         f"{layout.length} slots")
+        self.params, self.ticket, self.layout, self.c0 = params, ticket, layout, c0
+
+    @classmethod
+    def create(cls, identity: PartyIdentity, c0: np.ndarray, layout: Layout, *, client_id: str, committee_id: bytes,
+               epoch: int, round_id: int, params: Params) -> "EnrolledUpload":
+        """Sign the ticket for c0 (range-checked here) and wrap both."""
+        check_client_id(client_id)
+        seal_wire.check_residues(c0, params.data_moduli, "c0")
+        digest = c0_digest(params, layout.length, body_hash(as_bytes(np.ascontiguousarray(c0))))
+        ticket = Ticket.sign(identity, committee_id=committee_id, epoch=epoch, round_id=round_id,
+                             client_id=client_id, layout_digest=layout.digest, c0_digest=digest)
+        return cls(params, ticket, layout, c0)
+
+    @property
+    def client_id(self) -> str:
+        return self.ticket.client_id
+
+    def to_bytes(self) -> bytes:
+        meta = {"params": self.params.fingerprint.hex(), "length": self.layout.length,
+                "layout": self.layout.to_json(), "ticket": self.ticket.to_bytes().hex()}
+        return seal_envelope(Kind.ENROLLED_UPLOAD, meta, self.c0)
+
+    @classmethod
+    def from_bytes(cls, data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
+                   epoch: int | None = None, round_id: int | None = None) -> "EnrolledUpload":
+        """Parse and fully validate; c0 is a read-only view of ``data``.
+
+        ``verify_key``: the client's enrolled key or a lookup by client id; None skips the
+        signature (the members verify tickets). ``epoch``/``round_id``: refuse others.
+        """
+        ticket, layout, c0, _ = open_upload(data, params, committee_id, verify_key=verify_key, epoch=epoch,
+                                            round_id=round_id, check=True)
+        return cls(params, ticket, layout, c0)
+
+    def __repr__(self) -> str:
+        return (f"EnrolledUpload(client {self.client_id!r}, round {self.ticket.round_id}, "
+                f"{self.layout.values} values, {self.c0.shape[0]} ciphertexts)")
+
+
+def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
+                epoch: int | None = None, round_id: int | None = None,
+                check: bool = True) -> tuple[Ticket, Layout, np.ndarray, bytes]:
+    """Validate an upload's envelope, meta and ticket; view its residues without copying.
+
+    Returns (ticket, layout, c0 view (count, L, N), body hash). Every size is checked
+    against the buffer before the view is made. With ``check=False`` the residues are
+    left for the summing kernel to range-check in the pass that adds them.
+    """
+    what = "he_agg enrolled upload"
+    env = open_envelope(data, Kind.ENROLLED_UPLOAD, what)
+    meta = env.meta
+    if meta.hexbytes("params", 32) != params.fingerprint:
+        raise ParameterMismatchError(f"{what}: made for other parameters; expected {params.describe()}")
+    length = meta.integer("length", 1, MAX_VALUES + 1)
+    ticket = Ticket.from_bytes(bytes.fromhex(_hex(meta.text("ticket", 2 * MAX_TICKET_BYTES), what)))
+    who = f"{what} of client {ticket.client_id!r}"
+    if ticket.committee_id != committee_id:
+        raise ShareBindingError(f"{who}: made for another committee")
+    if (epoch is not None and ticket.epoch != epoch) or (round_id is not None and ticket.round_id != round_id):
+        raise RoundMismatchError(f"{who}: made for epoch {ticket.epoch}, round {ticket.round_id}; "
+                                 f"expected epoch {epoch}, round {round_id}")
+    layout = Layout.from_json(meta.raw("layout"))
+    if layout.length != length:
+        raise FormatError(f"{who}: {length} slots but the layout describes {layout.length}")
+    c0 = body_words(env.body, (ciphertext_count(length, params), len(params.data_moduli), params.n), who)
+    if ticket.layout_digest != layout.digest or ticket.c0_digest != c0_digest(params, length, env.body_hash):
+        raise TicketError(f"{who}: the ticket does not match the layout or the residues")
+    if verify_key is not None:
+        ticket.verify(verify_key)
+    if check:
+        seal_wire.check_residues(c0, params.data_moduli, who)
+    return ticket, layout, c0, env.body_hash
+
+
+def _hex(text: str, what: str) -> str:
+    if len(text) % 2 or any(c not in "0123456789abcdef" for c in text):
+        raise FormatError(f"{what}: the ticket is not lowercase hex")
+    return text
+
+
+# -- server: the c0 sum ------------------------------------------------------------------------------
+
+
+class C0Accumulator:
+    """The server's running sum of c0-only uploads for one round. Not thread-safe.
+
+    Each :meth:`add` validates the envelope and ticket, refuses a second upload from one
+    client id, and adds the residues with the native summing kernel, range-checked in the
+    same pass: on any error the sum is exactly as it was. ``verify_key`` (a key lookup by
+    client id) makes the server check signatures too; members check them regardless.
+    """
+
+    def __init__(self, params: Params, length: int, *, committee_id: bytes, epoch: int, round_id: int,
+                 layout: Layout | None = None, verify_key: Callable[[str], bytes] | None = None) -> None:
+        if type(length) is not int or not 1 <= length <= MAX_VALUES + 1:
+            raise ParameterError(f"length must be an integer in [1, {MAX_VALUES + 1}]")
+        if layout is not None and layout.length != length:
+            raise ParameterMismatchError(f"the layout holds {layout.length} slots, not {length}")
+        self.params, self.length, self.layout = params, length, layout
+        self.committee_id, self.epoch, self.round_id = bytes(committee_id), epoch, round_id
+        self._verify_key = verify_key
+        count = ciphertext_count(length, params)
+        self._acc = np.zeros((count, 1, len(params.data_moduli), params.n), dtype=np.uint64)
+        self._tickets: dict[str, Ticket] = {}
+
+    @property
+    def sum(self) -> np.ndarray:
+        """Σ c0 over the accepted uploads, (count, L_data, N) NTT residues (a read-only view)."""
+        view = self._acc[:, 0]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def tickets(self) -> tuple[Ticket, ...]:
+        """The accepted uploads' tickets, in order of arrival (what members receive)."""
+        return tuple(self._tickets.values())
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return tuple(self._tickets)
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def add(self, upload: EnrolledUpload | bytes | bytearray | memoryview) -> Ticket:
+        """Validate one upload and add its c0 to the sum; returns its ticket."""
+        if isinstance(upload, EnrolledUpload):
+            if upload.params != self.params:
+                raise ParameterMismatchError("the upload was made under other parameters")
+            ticket, layout, c0 = upload.ticket, upload.layout, upload.c0
+            self._check_ticket(ticket)
+            if self._verify_key is not None:
+                ticket.verify(self._verify_key)
+        else:
+            ticket, layout, c0, _ = open_upload(upload, self.params, self.committee_id, verify_key=self._verify_key,
+                                                epoch=self.epoch, round_id=self.round_id, check=False)
+        if ticket.client_id in self._tickets:
+            raise DuplicateContributionError(f"client {ticket.client_id!r} already contributed to round "
+                                             f"{self.round_id}")
+        if layout.length != self.length:
+            raise ParameterMismatchError(f"client {ticket.client_id!r} sent {layout.length} slots; the round "
+                                         f"expects {self.length}")
+        if self.layout is not None:
+            check_layout(layout, self.layout)
+        step = np.uint64(c0[0].nbytes)
+        offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
+        kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)  # untouched on error
+        if self.layout is None:
+            self.layout = layout
+        self._tickets[ticket.client_id] = ticket
+        return ticket
+
+    def _check_ticket(self, ticket: Ticket) -> None:
+        if ticket.committee_id != self.committee_id:
+            raise ShareBindingError(f"client {ticket.client_id!r}: upload for another committee")
+        if ticket.epoch != self.epoch or ticket.round_id != self.round_id:
+            raise RoundMismatchError(f"client {ticket.client_id!r}: upload for epoch {ticket.epoch}, round "
+                                     f"{ticket.round_id}; this is epoch {self.epoch}, round {self.round_id}")
+
+    def __repr__(self) -> str:
+        return f"C0Accumulator(epoch {self.epoch}, round {self.round_id}, {len(self)} uploads)"
+
+
+def key_lookup(keys: dict[str, bytes]) -> Callable[[str], bytes]:
+    """A verify-key lookup over a dict client id → key; NotEnrolledError for others."""
+    def lookup(client_id: str) -> bytes:
+        try:
+            return keys[client_id]
+        except KeyError:
+            raise NotEnrolledError(f"client {client_id!r} is not enrolled") from None
+    return lookup
