@@ -34,7 +34,14 @@ import nacl.bindings as _aead
 import nacl.exceptions
 import nacl.pwhash.argon2id as _argon2id
 
-from ..errors import AuthenticationError, FormatError, InsecureFileError, ResourceLimitError, StateError
+from ..errors import (
+    AuthenticationError,
+    FormatError,
+    HeAggError,
+    InsecureFileError,
+    ResourceLimitError,
+    StateError,
+)
 
 __all__ = ["MAX_FILE_BYTES", "SEALED_MAGIC", "read_private", "write_private"]
 
@@ -223,6 +230,8 @@ def _read_checked(target: Path, max_bytes: int) -> bytes:
         if len(data) > max_bytes:
             raise ResourceLimitError(f"{target} grew beyond the cap of {max_bytes} bytes while being read")
         return data
+    except HeAggError:
+        raise  # InsecureFileError is also an OSError (PermissionError)
     except OSError as exc:
         raise StateError(f"cannot read {target}: {exc.strerror}") from exc
     finally:
