@@ -115,7 +115,7 @@ def _create_private(path: Path) -> None:
         os.close(dfd)
 
 
-def _connect_file(path: Path) -> sqlite3.Connection:
+def _connect_file(path: Path, *, check: bool) -> sqlite3.Connection:
     if not _check_mode(path, must_exist=False):
         _create_private(path)
     _check_mode(path, must_exist=True)
@@ -127,14 +127,14 @@ def _connect_file(path: Path) -> sqlite3.Connection:
     conn = _guard(lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                           check_same_thread=False), path, "open")
     try:
-        _guard(lambda: _configure(conn, path), path, "open")
+        _guard(lambda: _configure(conn, path, check), path, "open")
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _configure(conn: sqlite3.Connection, path: Path) -> None:
+def _configure(conn: sqlite3.Connection, path: Path, check: bool) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -144,8 +144,7 @@ def _configure(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, i.e. flush the disk's write cache too
     conn.execute("PRAGMA checkpoint_fullfsync = ON")
     conn.execute("PRAGMA trusted_schema = OFF")
-    problems = conn.execute("PRAGMA quick_check").fetchall()
-    if problems != [("ok",)]:
+    if check and conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
         raise sqlite3.DatabaseError("database disk image is malformed (quick_check failed)")
 
 
@@ -215,6 +214,7 @@ class _Store:
     """One SQLite connection, its lock and the transaction discipline shared by both stores."""
 
     _KIND = ""
+    _CHECK_ON_OPEN = True  # PRAGMA quick_check reads every page: cheap for small member files
     _SCHEMA: Sequence[str] = ()
     __slots__ = ("_conn", "_path", "_lock", "_depth", "_pid", "__weakref__")
 
@@ -230,7 +230,7 @@ class _Store:
         if not isinstance(owner, (bytes, bytearray)) or len(owner) != OWNER_BYTES:
             raise StateInputError(f"owner must be {OWNER_BYTES} bytes")
         where = None if path is None else Path(path)
-        conn = _connect_memory() if where is None else _connect_file(where)
+        conn = _connect_memory() if where is None else _connect_file(where, check=cls._CHECK_ON_OPEN)
         store = cls(conn, where)
         try:
             store._initialise(bytes(owner))
@@ -501,6 +501,7 @@ class ClientRounds(_Store):
     """
 
     _KIND = "client"
+    _CHECK_ON_OPEN = False  # uploads can be large; corrupt pages still fail on read
     _SCHEMA = (
         "CREATE TABLE uploads (epoch INTEGER NOT NULL, round_id INTEGER NOT NULL, data BLOB, "
         "PRIMARY KEY (epoch, round_id))",
