@@ -346,6 +346,14 @@ def test_file_checks(tmp_path: Path) -> None:
     link.symlink_to(path)
     with pytest.raises(InsecureFileError, match="symbolic link"):
         _open(link)
+    with _open(path) as held:  # while a handle is open the -wal and -shm files exist, 0600 too
+        held.put("n", "k", b"v")
+        wal = path.with_name("m.db-wal")
+        assert (wal.stat().st_mode & 0o777) == 0o600
+        wal.chmod(0o644)
+        with pytest.raises(InsecureFileError, match="chmod 600"):
+            _open(path)
+        wal.chmod(0o600)
     path.chmod(0o640)
     with pytest.raises(InsecureFileError, match="chmod 600"):
         _open(path)
