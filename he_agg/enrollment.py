@@ -59,7 +59,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .errors import AuthenticationError, ClientStateError, EnrollmentError, FormatError, NotEnrolledError, \
-    ParameterError, StateError
+    ParameterError, ResourceLimitError, StateError
 from .hazmat.replicated import check_committee_shape, expand_ternary, held_subsets, seed_commitment, subsets
 from .hazmat.sampling import KEY_BYTES, fresh_key
 from .hazmat.wire.envelope import Kind, Meta
@@ -86,6 +86,7 @@ _LABEL_DOMAIN = b"he_agg.enroll.subsecret.v1\0"
 _BOX_DOMAIN = b"he_agg.enroll.box.v1\0"
 _BOX_OVERHEAD = 40  # XSalsa20-Poly1305 box: 24-byte nonce + 16-byte tag
 _VERSION = 1
+_ENVELOPE_SLACK = 1 << 16  # header, meta (~400 B with a 128-byte id), padding, checksum: far below this
 OK, REJECT = "ok", "reject"
 
 
@@ -268,6 +269,13 @@ class Dealing:
         signature or a dealing made for another committee or shape.
         """
         what = "he_agg enrollment dealing"
+        try:
+            length = len(memoryview(data))  # type: ignore[arg-type]
+        except TypeError:
+            raise FormatError(f"{what}: expected bytes, got {type(data).__name__}") from None
+        longest = dealing_size(committee, "x" * MAX_CLIENT_ID_BYTES) + _ENVELOPE_SLACK
+        if length > longest:
+            raise ResourceLimitError(f"{what}: {length} bytes, more than any dealing for this committee ({longest})")
         claimed: list[str] = []
 
         def signer(meta: Meta) -> bytes:
@@ -624,7 +632,10 @@ class EnrollmentMember:
                 fault = f"client {client_id!r} was refused by this member for epoch {epoch}"
             if not fault and digest != outcome.digest:
                 fault = f"client {client_id!r} gave this member another dealing than the one the others acked"
-            if not fault and status == _ENROLLED:
+            if status == _ENROLLED:
+                if fault:  # the client was enrolled on n unanimous acks: some member has signed two verdicts
+                    raise AuthenticationError(f"acks contradict those client {client_id!r} was enrolled with for "
+                                              f"epoch {epoch}: a member signed two verdicts; nothing changed")
                 return client_id
             if fault:
                 reason = record[33:] if status == _REFUSED else fault.encode()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from he_agg.enrollment import (ClientEnrollment, CommitteeInfo, Dealing, EnrollmentAck, EnrollmentMember,
                                MemoryStore, dealing_size, subsecret_label)
 from he_agg.errors import (AuthenticationError, ChecksumError, ClientStateError, EnrollmentError, FormatError,
-                           NotEnrolledError, ParameterError)
+                           NotEnrolledError, ParameterError, ResourceLimitError)
 from he_agg.hazmat.replicated import MAX_MEMBERS, assignment, expand_ternary, held_subsets, subsets
 from he_agg.hazmat.sampling import fresh_key
 from he_agg.hazmat.wire import envelope as wire
@@ -242,6 +242,10 @@ def test_tampered_dealing_is_refused_and_changes_nothing() -> None:
         flipped[position] ^= 0x10
         with pytest.raises(FormatError):
             member.receive(bytes(flipped))
+    with pytest.raises(ResourceLimitError):
+        member.receive(dealing + bytes(1 << 17))
+    with pytest.raises(FormatError):
+        member.receive("not bytes")  # type: ignore[arg-type]
     body_flip = bytearray(dealing)
     body_flip[len(dealing) - 100] ^= 1
     with pytest.raises(ChecksumError):
@@ -316,6 +320,12 @@ def test_forged_misrouted_or_missing_acks_are_refused_and_change_nothing() -> No
     assert member.enrolled(EPOCH) == []
     for m in com.members:  # nothing was dropped: the genuine acks still enroll alice
         assert m.accept(list(reversed(acks))) == "alice"
+    check_reconstruction(com, client)
+    # a malicious member signs a second verdict later: an enrolled client stays enrolled
+    second = EnrollmentAck.sign(com.identities[4], 4, com.info, "alice", EPOCH, bytes(32), "reject", "lie").to_bytes()
+    with pytest.raises(AuthenticationError, match="two verdicts"):
+        member.accept(acks[:4] + [second])
+    assert member.enrolled(EPOCH) == ["alice"]
     check_reconstruction(com, client)
 
 
