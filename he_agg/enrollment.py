@@ -34,16 +34,21 @@ seeds (forward secrecy: t members' stored seeds would decrypt every c0 the serve
 refuses dealings for it afterwards. Seeds live only in the member's :class:`Store`.
 
 Cost, with C = C(n, t−1) sub-secrets per client and C' = C(n−1, t−1) held per member
-(6 of 10 at (5, 3), 84 of 210 at (10, 5), 462 of 924 at (12, 7)):
+(6 of 10 at (5, 3), 126 of 210 at (10, 5), 84 of 210 at (10, 7), 462 of 924 at (12, 7)):
 
 * a member stores 32·C' bytes of seeds per enrolled client and expands C' ternary
   polynomials per client when it computes a share;
 * one dealing is 32·C commitment bytes plus n boxes of 106 + |client id| + 34·C' bytes,
-  plus ~600 bytes of envelope, meta and signature: 1.6 KiB at (5, 3), 36 KiB at (10, 5),
-  214 KiB at (12, 7) — one message per client per epoch, broadcast to all members;
-* an ack is ~700 bytes; the client's secret s_k has coefficients in [−C, C].
+  plus ~500 bytes of envelope, meta and signature: 2.4 KB at (5, 3), 51 KB at (10, 5),
+  37 KB at (10, 7), 220 KB at (12, 7) — one message per client per epoch, to every member;
+* an ack is ~480 bytes; the client's secret s_k has coefficients in [−C, C].
 
 n is capped at :data:`~he_agg.hazmat.replicated.MAX_MEMBERS` (12); shard larger deployments.
+
+Limits: a member that signs a false "reject" refuses an honest client for the epoch (the
+client cannot prove its box right without revealing it), so a lying member costs
+liveness, not privacy. Erasure overwrites the store's values; physical erasure (no old
+copies in a journal) is the store's job.
 """
 
 from __future__ import annotations
@@ -270,7 +275,7 @@ class Dealing:
         """
         what = "he_agg enrollment dealing"
         try:
-            length = len(memoryview(data))  # type: ignore[arg-type]
+            length = memoryview(data).nbytes  # type: ignore[arg-type]
         except TypeError:
             raise FormatError(f"{what}: expected bytes, got {type(data).__name__}") from None
         longest = dealing_size(committee, "x" * MAX_CLIENT_ID_BYTES) + _ENVELOPE_SLACK

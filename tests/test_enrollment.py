@@ -13,6 +13,7 @@ import math
 import pickle
 from dataclasses import dataclass
 
+import blake3
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -122,9 +123,8 @@ def resign(dealing: bytes, identity: PartyIdentity, *, boxes: dict[int, bytes] |
 
 
 def box_of(dealing: bytes, com: Committee, member: int) -> bytes:
-    parsed = Dealing.from_bytes(dealing, com.info, lambda _: open_envelope(dealing, Kind.ENROLLMENT, "t")
-                                .meta.hexbytes("client_key", 32))
-    return parsed.boxes[member]
+    key = open_envelope(dealing, Kind.ENROLLMENT, "test").meta.hexbytes("client_key", 32)
+    return Dealing.from_bytes(dealing, com.info, lambda _: key).boxes[member]
 
 
 def store_holds(store: MemoryStore, secret: bytes) -> bool:
@@ -272,7 +272,6 @@ def _reencoded(data: bytes, kind: Kind) -> bytes:
     body = bytes(env.body)
     head = wire._FIXED.pack(wire.MAGIC, wire.VERSION, int(kind), len(meta_bytes), 0, len(body))
     pad = b"\0" * (wire._body_offset(len(meta_bytes)) - wire._FIXED.size - len(meta_bytes))
-    import blake3
     checksum = blake3.blake3(head + meta_bytes + pad + wire.body_hash(body)).digest()
     return head + meta_bytes + pad + body + checksum
 
