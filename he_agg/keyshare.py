@@ -36,6 +36,7 @@ from .errors import (
     EquivocationError,
     FormatError,
     ShareBindingError,
+    StateError,
     TooFewContributorsError,
     VerificationError,
 )
@@ -257,6 +258,9 @@ class KeyShare:
         from .hazmat.files import write_private
 
         path = Path(path)
+        if self._path is None and (self._state.highest_round() is not None or self._state.spent() > 0):
+            raise StateError("this key share already approved or released in memory; save it right after key "
+                             "generation, before it answers anything, so its file records every answer")
         meta = {"party": self.party, "policy": asdict(self.policy), "context": self.context._meta(),
                 "subsets": sorted(self._subsecrets)}
         secret = np.concatenate([np.frombuffer(self._identity.private_bytes() + self._noise_key, dtype=np.uint8)]
@@ -266,19 +270,9 @@ class KeyShare:
         secret.fill(0)
         body.fill(0)
         write_private(path, data, passphrase=passphrase, insecure_plaintext=insecure_plaintext)
-        state = MemberState.open(_state_path(path), owner=self._owner())
-        self._migrate_state(state)
-        self._state, self._path = state, path
-
-    def _migrate_state(self, state: MemberState) -> None:
-        """Carry what an in-memory state recorded into a newly opened file (first save)."""
-        old = self._state
-        if old is None or old is state:
-            return
-        exporter = getattr(old, "export", None)
-        importer = getattr(state, "import_from", None)
-        if exporter is not None and importer is not None:
-            importer(exporter())
+        if self._path is None:
+            self._state = MemberState.open(_state_path(path), owner=self._owner())
+        self._path = path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], context: PublicContext | None = None, *,

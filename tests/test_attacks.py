@@ -372,3 +372,66 @@ def test_dealer_free_keys_decrypt_through_every_active_set() -> None:
     request = request_for(committee.context, batches, 1, sets)
     values = committee.decrypt(request)
     assert np.abs(values - plain.sum(axis=0)).max() < 1e-6
+
+
+# -- finding 3: one key-share file in several processes --------------------------------------
+
+
+def _approve_in_process(path: str, context_bytes: bytes, request_bytes: bytes, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    from he_agg.context import PublicContext
+    from he_agg.errors import EquivocationError
+    from he_agg.keyshare import KeyShare
+    from he_agg.requests import DecryptionRequest
+
+    context = PublicContext.from_bytes(context_bytes)
+    share = KeyShare.load(path, context, passphrase=b"correct horse")
+    request = DecryptionRequest.from_bytes(request_bytes, context)
+    barrier.wait()
+    try:
+        results.put(share.approve(request).signature.hex())
+    except EquivocationError:
+        results.put("refused")
+
+
+def test_two_processes_sharing_a_key_share_file_approve_one_request_per_round(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Finding 3: two processes loaded one key-share file and answered two different requests for
+    round 7. The state now lives in a locked SQLite file written before anything leaves."""
+    import multiprocessing
+
+    committee = Committee.generate(3, 2, policy=OPEN)
+    path = tmp_path / "member0.key"
+    committee[0].save(path, passphrase=b"correct horse")
+    batches = encrypt(committee.context, np.random.default_rng(8).uniform(-1, 1, (3, 16)))
+    requests = [request_for(committee.context, batches, 7).to_bytes(),
+                request_for(committee.context, batches[:2], 7).to_bytes()]
+    spawn = multiprocessing.get_context("spawn")
+    for _ in range(3):
+        fresh = tmp_path / f"copy{_}.key"
+        fresh.write_bytes(path.read_bytes())
+        fresh.chmod(0o600)
+        barrier, results = spawn.Barrier(2), spawn.Queue()
+        workers = [spawn.Process(target=_approve_in_process,
+                                 args=(str(fresh), committee.context.to_bytes(), r, barrier, results)) for r in requests]
+        for w in workers:
+            w.start()
+        outcomes = [results.get(timeout=60) for _ in workers]
+        for w in workers:
+            w.join(timeout=60)
+        assert sorted(o == "refused" for o in outcomes) == [False, True]
+
+
+def test_key_share_files_sealed_at_rest(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from he_agg.errors import AuthenticationError, InsecureFileError
+    from he_agg.keyshare import KeyShare
+
+    committee = Committee.generate(3, 2, policy=OPEN)
+    path = tmp_path / "m.key"
+    with pytest.raises(InsecureFileError):
+        committee[1].save(path)
+    committee[1].save(path, passphrase=b"pw")
+    with pytest.raises(AuthenticationError):
+        KeyShare.load(path, committee.context, passphrase=b"wrong")
+    loaded = KeyShare.load(path, committee.context, passphrase=b"pw")
+    assert loaded.party == 1 and loaded.identity_public_key == committee[1].identity_public_key
+    data = path.read_bytes()
+    assert committee[1]._noise_key not in data and committee[1]._identity.private_bytes() not in data
