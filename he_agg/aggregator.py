@@ -31,9 +31,9 @@ from .errors import (
 from .hazmat.wire.envelope import Kind
 from .hazmat.wire.tenseal import ResidueView
 from .packing import Layout, check_layout, unflatten, weighted_mean
-from .requests import Contribution, DecryptionRequest, DecryptionShare, check_round_id
+from .requests import Contribution, DecryptionRequest, DecryptionShare, EnrolledRequest, check_round_id
 
-__all__ = ["AggregateResult", "Aggregator"]
+__all__ = ["AggregateResult", "Aggregator", "EnrolledAggregator"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class Aggregator:
     the aggregate (:attr:`contributions`; the default policy does); costs one
     submission's memory per client.
     """
+
+    def __new__(cls, context: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Aggregator(enrolled_context, …)`` makes an :class:`EnrolledAggregator`."""
+        from .context import EnrolledContext
+
+        if cls is Aggregator and isinstance(context, EnrolledContext):
+            return EnrolledAggregator(context, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
                  layout: Layout | None = None, retain: bool = True) -> None:
@@ -187,3 +195,96 @@ def _envelope_kind(submission: object) -> int | None:
     if len(head) < 8 or head[:4] != b"HEAG":
         return None
     return int.from_bytes(head[6:8], "little")
+
+
+class EnrolledAggregator:
+    """One round of an enrolled-client committee: sum the c0-only uploads, name τ_r, decode.
+
+    Same surface as :class:`Aggregator` (``Aggregator(enrolled_context, ...)`` returns one).
+    ``epoch``: the committee's key epoch. ``client_keys``: optionally, a lookup client id →
+    verify key to refuse uploads with bad tickets on arrival (members check them anyway).
+    """
+
+    def __init__(self, context: Any, round_id: int, *, epoch: int = 0, min_clients: int = 3,
+                 layout: Layout | None = None, client_keys: Any = None) -> None:
+        check_round_id(round_id)
+        check_round_id(epoch)
+        if type(min_clients) is not int or min_clients < 1:
+            raise ValueError("min_clients must be an integer >= 1")
+        self.context = context
+        self.round_id = round_id
+        self.epoch = epoch
+        self.min_clients = min_clients
+        self.layout = layout
+        self._keys = client_keys
+        self._accumulator: Any = None
+        self._request: EnrolledRequest | None = None
+        self.result: AggregateResult | None = None
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return () if self._accumulator is None else self._accumulator.contributors
+
+    def __len__(self) -> int:
+        return len(self.contributors)
+
+    def add(self, upload: Any) -> Any:
+        """Validate one upload (bytes or :class:`~he_agg.enrolled.EnrolledUpload`) and add its c0; returns its ticket."""
+        from .enrolled import C0Accumulator, EnrolledUpload, open_upload
+
+        if self._request is not None:
+            raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
+        if self._accumulator is None:
+            if isinstance(upload, EnrolledUpload):
+                layout = upload.layout
+            else:
+                _, layout, _, _ = open_upload(upload, self.context.params, self.context.committee_id,
+                                              verify_key=None, epoch=self.epoch, round_id=self.round_id, check=False)
+            if self.layout is not None:
+                check_layout(layout, self.layout)
+            self._accumulator = C0Accumulator(self.context.params, layout.length, committee_id=self.context.committee_id,
+                                              epoch=self.epoch, round_id=self.round_id, layout=self.layout or layout,
+                                              verify_key=self._keys)
+        ticket = self._accumulator.add(upload)
+        self.layout = self._accumulator.layout
+        return ticket
+
+    def decryption_request(self, active_sets: Sequence[Sequence[int]] | None = None) -> EnrolledRequest:
+        """Close the round; τ_r names the contributors' tickets, the layout, Σc0's digest and the active sets."""
+        from .enrolled import c0_digest
+        from .hazmat.wire.envelope import as_bytes, body_hash
+
+        if self._request is not None:
+            if active_sets is not None and tuple(tuple(sorted(a)) for a in active_sets) != self._request.active_sets:
+                raise AggregationError(f"round {self.round_id}'s request already names other active sets; start a "
+                                       "new round to change them")
+            return self._request
+        if len(self) < self.min_clients:
+            raise TooFewContributorsError(
+                f"round {self.round_id} has {len(self)} contributions; at least {self.min_clients} are required")
+        acc = self._accumulator
+        assert acc is not None and self.layout is not None
+        total = np.ascontiguousarray(acc.sum)
+        digest = c0_digest(self.context.params, self.layout.length, body_hash(as_bytes(total)))
+        tickets = {t.client_id: t.to_bytes() for t in acc.tickets}
+        self._request = EnrolledRequest(self.context, self.epoch, self.round_id, tickets, self.layout.to_json(),
+                                        total.shape[0], digest, active_sets)
+        return self._request
+
+    def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:
+        """Combine the members' shares; return the weighted mean (or sum) in the clients' structure."""
+        from .committee import combine_enrolled
+
+        request = self.decryption_request()
+        assert self.layout is not None
+        slots = combine_enrolled(request, self._accumulator.sum, shares)
+        if self.layout.weighted:
+            mean, total = weighted_mean(slots, self.layout)
+            self.result = AggregateResult(unflatten(mean, self.layout), total, self.contributors, slots)
+        else:
+            self.result = AggregateResult(unflatten(slots, self.layout), None, self.contributors, slots)
+        return self.result.value
+
+    def __repr__(self) -> str:
+        state = "closed" if self._request is not None else "open"
+        return f"EnrolledAggregator(epoch {self.epoch}, round {self.round_id}, {len(self)} uploads, {state})"

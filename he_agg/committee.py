@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from .params import AGGREGATION, Params
 from .quorum import Approval, QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, DecryptionShare
 
-__all__ = ["Committee", "combine", "run_keygen", "verification_sets"]
+__all__ = ["Committee", "combine", "combine_enrolled", "combine_phase", "run_keygen", "verification_sets"]
 
 MAX_SETS = 64
 
@@ -50,26 +50,40 @@ def verification_sets(parties: Sequence[int], threshold: int) -> list[tuple[int,
 
 def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes]) -> np.ndarray:
     """The decrypted values (float64, ``request.aggregate.length``) from decryption shares."""
+    c0 = np.ascontiguousarray(request.aggregate.data[:, 0])
+    model = request.context.noise_model()
+    return combine_phase(request, c0, shares, request.aggregate.length,
+                         lambda sigma: model.slot_std(sigma, request.context.threshold))
+
+
+def combine_phase(request: Any, c0: np.ndarray, shares: Sequence[DecryptionShare | bytes], length: int,
+                  slot_std: Callable[[float], float]) -> np.ndarray:
+    """c0 + Σ shares, decoded, for each complete active set of ``request``; cross-checked when several.
+
+    ``request`` has ``context``, ``digest`` and ``active_sets``; ``c0`` is (count, L, N) NTT
+    residues; ``slot_std(σ)`` is the standard deviation one decoded value gets from t floods.
+    """
     context = request.context
-    groups = _group(request, [_parse(s, context) for s in shares])
+    groups = _group(request, c0.shape, [_parse(s, context) for s in shares])
     complete = {active: group for active, group in groups.items() if set(group) == set(active)}
     if not complete:
         have = {active: sorted(group) for active, group in groups.items()}
         raise ThresholdError(f"no active set has all {context.threshold} shares; received {have or 'none'}")
-    values = {active: _decrypt(request, group) for active, group in complete.items()}
+    params = context.params
+    values = {active: decode_phase(phase(c0, [s.residues for s in group.values()], params), params).reshape(-1)[:length]
+              for active, group in complete.items()}
     if len(values) > 1:
         sigma = max(share.sigma for group in complete.values() for share in group.values())
-        _check_agreement(request, values, sigma)
+        _check_agreement(values, slot_std(sigma), length)
     return np.mean(np.stack(list(values.values())), axis=0)
 
 
-def _parse(share: DecryptionShare | bytes, context: PublicContext) -> DecryptionShare:
+def _parse(share: DecryptionShare | bytes, context: Any) -> DecryptionShare:
     return share if isinstance(share, DecryptionShare) else DecryptionShare.from_bytes(share, context)
 
 
-def _group(request: DecryptionRequest, shares: list[DecryptionShare]) -> dict[tuple[int, ...], dict[int, DecryptionShare]]:
-    context, params = request.context, request.context.params
-    shape = (request.aggregate.count, len(params.data_moduli), params.n)
+def _group(request: Any, shape: tuple[int, ...], shares: list[DecryptionShare]) -> dict[tuple[int, ...], dict[int, DecryptionShare]]:
+    context = request.context
     groups: dict[tuple[int, ...], dict[int, DecryptionShare]] = {}
     for share in shares:
         if share.committee_id != context.committee_id:
@@ -90,18 +104,13 @@ def _group(request: DecryptionRequest, shares: list[DecryptionShare]) -> dict[tu
     return groups
 
 
-def _decrypt(request: DecryptionRequest, group: Mapping[int, DecryptionShare]) -> np.ndarray:
-    params = request.context.params
-    aggregate = request.aggregate
-    summed = phase(np.ascontiguousarray(aggregate.data[:, 0]), [s.residues for s in group.values()], params)
-    return decode_phase(summed, params).reshape(-1)[: aggregate.length]
+#: Failure probability (bits) of the agreement bound between two honest decryptions.
+AGREEMENT_FAILURE_BITS = 40
 
 
-def _check_agreement(request: DecryptionRequest, values: Mapping[tuple[int, ...], np.ndarray], sigma: float) -> None:
-    context = request.context
-    model = context.noise_model()
-    std = math.sqrt(2.0) * model.slot_std(sigma, context.threshold)
-    tail = math.sqrt(2.0 * (math.log(2.0 * max(request.aggregate.length, 1)) + model.failure_bits * math.log(2.0)))
+def _check_agreement(values: Mapping[tuple[int, ...], np.ndarray], slot_std: float, length: int) -> None:
+    std = math.sqrt(2.0) * slot_std
+    tail = math.sqrt(2.0 * (math.log(2.0 * max(length, 1)) + AGREEMENT_FAILURE_BITS * math.log(2.0)))
     bound = std * tail
     sets = list(values)
     agree = {(a, b): float(np.abs(values[a] - values[b]).max()) <= bound for a in sets for b in sets}
@@ -195,3 +204,24 @@ class Committee:
 
     def __repr__(self) -> str:
         return f"Committee({self.context!r})"
+
+
+def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[DecryptionShare | bytes]) -> np.ndarray:
+    """The decrypted values of an enrolled round: Σc0 + Σ shares, decoded and cross-checked.
+
+    ``c0_sum`` is the server's (count, L, N) sum; it must be the one whose digest the
+    request (which every member approved) names.
+    """
+    from .enrolled import c0_digest
+    from .hazmat.noise import EnrolledNoiseModel
+    from .hazmat.wire.envelope import as_bytes, body_hash
+    from .packing import Layout
+
+    context = request.context
+    params = context.params
+    length = Layout.from_json(request.layout).length
+    c0 = np.ascontiguousarray(c0_sum, dtype=np.uint64).reshape(request.count, len(params.data_moduli), params.n)
+    if c0_digest(params, length, body_hash(as_bytes(c0))) != request.aggregate_digest:
+        raise ShareBindingError("this sum of c0 is not the one the request names")
+    model = EnrolledNoiseModel(params, context.statistical_bits)
+    return combine_phase(request, c0, shares, length, lambda sigma: model.slot_std(sigma, context.threshold))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import (
     AuthenticationError,
+    ClientStateError,
     DuplicateContributionError,
     FormatError,
     NotEnrolledError,
@@ -51,6 +52,7 @@ from .requests import MAX_CLIENT_ID, check_client_id
 
 __all__ = [
     "C0Accumulator",
+    "EnrolledClient",
     "EnrolledUpload",
     "Ticket",
     "VerifyKey",
@@ -521,3 +523,91 @@ def key_lookup(keys: dict[str, bytes]) -> Callable[[str], bytes]:
         except KeyError:
             raise NotEnrolledError(f"client {client_id!r} is not enrolled") from None
     return lookup
+
+
+# -- the client as users hold it -------------------------------------------------------------
+
+
+class EnrolledClient:
+    """One client of an enrolled committee: enrolls once per key epoch, uploads one c0 per round.
+
+    Its secret s_k is the sum of the sub-secrets it dealt at enrollment; its round record
+    (:class:`he_agg.state.ClientRounds`, durable when ``state_path`` is given) makes sure it
+    never encrypts twice under one round's polynomial — two c0 under one a reveal m − m' —
+    and that a retry resends the identical bytes.
+    """
+
+    __slots__ = ("context", "client_id", "epoch", "_identity", "_enrollment", "_rounds", "_secret")
+
+    def __init__(self, context: Any, client_id: str, epoch: int, identity: PartyIdentity, enrollment: Any,
+                 rounds: Any) -> None:
+        self.context = context
+        self.client_id = check_client_id(client_id)
+        self.epoch = epoch
+        self._identity = identity
+        self._enrollment = enrollment
+        self._rounds = rounds
+        self._secret: np.ndarray | None = None
+
+    @classmethod
+    def create(cls, context: Any, client_id: str, epoch: int = 0, *, identity: PartyIdentity | None = None,
+               state_path: Any = None) -> "EnrolledClient":
+        """A client with a fresh identity (or ``identity``) and a fresh dealing for ``epoch``."""
+        from .enrollment import ClientEnrollment, CommitteeInfo
+        from .state import ClientRounds
+
+        identity = identity or PartyIdentity.generate()
+        info = CommitteeInfo(context.committee_id, context.roster, context.threshold, context.params.n)
+        enrollment = ClientEnrollment.create(identity, client_id, info, epoch)
+        owner = blake3.blake3(b"he_agg.enrolled-client\0" + context.committee_id + client_id.encode()).digest()
+        return cls(context, client_id, epoch, identity, enrollment, ClientRounds.open(state_path, owner=owner))
+
+    @property
+    def public_key(self) -> bytes:
+        """The Ed25519 key the committee's operators admit for this client id."""
+        return self._identity.public_key
+
+    def dealing(self) -> bytes:
+        """The signed enrollment dealing, for every member (the same bytes on every call)."""
+        return bytes(self._enrollment.dealing())
+
+    def confirm(self, acks: Sequence[bytes]) -> None:
+        """Check that every member acknowledged this dealing."""
+        self._enrollment.confirm(acks)
+
+    def _secret_ntt(self) -> np.ndarray:
+        if self._secret is None:
+            coefficients = self._enrollment.secret_coefficients()
+            self._secret = secret_ntt(coefficients, self.context.params)
+            coefficients.fill(0)
+        return self._secret
+
+    def encrypt(self, update: Any, *, round_id: int, weight: float | None = None, clip_l2: float | None = None,
+                clip_value: float | None = None, max_clients: int = 1000) -> bytes:
+        """The upload for ``round_id``, recorded before it is returned (once per round, forward only)."""
+        def make() -> bytes:
+            upload = enrolled_upload(self._identity, self._secret_ntt(), update, client_id=self.client_id,
+                                     committee_id=self.context.committee_id, epoch=self.epoch, round_id=round_id,
+                                     params=self.context.params, weight=weight, clip_l2=clip_l2,
+                                     clip_value=clip_value, max_clients=max_clients)
+            return upload.to_bytes()
+
+        return bytes(self._rounds.record(self.epoch, round_id, make))
+
+    def resend(self, round_id: int) -> bytes:
+        """The identical bytes of an earlier upload (ClientStateError if there is none)."""
+        stored = self._rounds.upload(self.epoch, round_id)
+        if stored is None:
+            raise ClientStateError(f"no upload was recorded for round {round_id} of epoch {self.epoch}")
+        return bytes(stored)
+
+    def wipe(self) -> None:
+        if self._secret is not None:
+            self._secret.fill(0)
+        self._enrollment.wipe()
+
+    def __repr__(self) -> str:
+        return f"EnrolledClient({self.client_id!r}, epoch {self.epoch}, committee {self.context.committee_id[:6].hex()}…)"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("an EnrolledClient cannot be pickled")

@@ -591,6 +591,10 @@ class EnrollmentMember:
     def admitted(self) -> list[str]:
         return [client for client, key in self._store.items(_ADMITTED) if key]
 
+    def client_key(self, client_id: str) -> bytes:
+        """The admitted client's verify key (EnrollmentError if it is not admitted or was revoked)."""
+        return self._admitted_key(check_client_id(client_id))
+
     # the protocol
 
     def receive(self, dealing: bytes) -> bytes:

@@ -10,7 +10,7 @@ Lagrange coefficient can amplify anything (with Shamir, t−1 colluders divide a
 member's flooding by κ = λ_h^A·L_{h,0}; see docs/SECURITY.md), so each share's flooding
 stands at full σ against everything t−1 colluders compute.
 
-Cost: C(n, t−1) sub-secrets, C(n−1, t−1) per member — 10 and 6 at (5, 3), 210 and 84 at
+Cost: C(n, t−1) sub-secrets, C(n−1, t−1) per member — 10 and 6 at (5, 3), 210 and 126 at
 (10, 5), 924 and 462 at (12, 7). :data:`MAX_MEMBERS` caps n at 12; larger deployments
 shard clients across several small committees.
 
