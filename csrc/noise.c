@@ -199,3 +199,87 @@ int heagg_normal(double *out, size_t count, const uint64_t *words, size_t nwords
     if (count != 0 && out == NULL) return HEAGG_ERR_ARGUMENT;
     return polar(NULL, out, count, words, nwords, 1.0, produced, consumed);
 }
+
+/* ---- exact discrete Gaussian (docs/SAMPLER.md) -------------------------------------------------
+ * Integer-only: the same bits on every machine. No branch and no memory index depends on
+ * a word or a value: the base table is scanned in full, the exponent's bits select their
+ * factor by masks, shifts by a variable amount are constant time on x86-64 and AArch64
+ * (the compiler turns the 128-bit shift into shrd/cmov or their AArch64 counterparts), and
+ * the output index advances by the accept bit. Only the number of trials a call runs is
+ * visible, and it is independent of the values accepted. */
+
+typedef unsigned __int128 u128;
+
+#define DG_Q127_ONE ((u128)1 << 127)
+#define DG_M96 (((u128)1 << 96) - 1)
+
+static inline u128 dg_word2(const uint64_t *p) { return ((u128)p[0] << 64) | p[1]; }
+
+/* floor(a * b / 2^127) for a, b <= 2^127 (a 256-bit product, four 64x64 multiplies). */
+static inline u128 dg_mul127(u128 a, u128 b) {
+    const uint64_t a0 = (uint64_t)a, a1 = (uint64_t)(a >> 64);
+    const uint64_t b0 = (uint64_t)b, b1 = (uint64_t)(b >> 64);
+    const u128 p00 = (u128)a0 * b0, p01 = (u128)a0 * b1, p10 = (u128)a1 * b0, p11 = (u128)a1 * b1;
+    const u128 mid = (p00 >> 64) + (uint64_t)p01 + (uint64_t)p10;
+    const u128 hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+    return (hi << 1) | ((uint64_t)mid >> 63);
+}
+
+/* The acceptance threshold A(x, y): P(accept) = A / 2^96. */
+static inline u128 dg_accept(uint64_t x, uint64_t y, unsigned b, uint64_t kappa,
+                             const uint64_t *bits, const uint64_t *taylor, u128 ln2) {
+    const uint64_t u = (y << 1) << (63 - b);                             /* u * 2^64 */
+    const u128 q = (((u128)(2 * x) * u) << 32) + (((u128)u * u) >> 32); /* u(u+2x) 2^96 */
+    const u128 h = (u128)kappa * (uint64_t)(q >> 64) + (((u128)kappa * (uint64_t)q) >> 64);
+    const unsigned n = (unsigned)(h >> 96);
+    const u128 g = h & DG_M96;
+    u128 e = DG_Q127_ONE;
+    for (int i = 0; i < HEAGG_DG_EXP_BITS; i++) {
+        const u128 mask = (u128)0 - (u128)((g >> (95 - i)) & 1);
+        e = dg_mul127(e, (dg_word2(bits + 2 * i) & mask) | (DG_Q127_ONE & ~mask));
+    }
+    const u128 rest = g & (((u128)1 << (96 - HEAGG_DG_EXP_BITS)) - 1);
+    const u128 s = dg_mul127(rest << 31, ln2);
+    u128 poly = dg_word2(taylor + 2 * HEAGG_DG_TAYLOR);
+    for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--) poly = dg_word2(taylor + 2 * k) - dg_mul127(s, poly);
+    return dg_mul127(e, poly) >> (31 + n);
+}
+
+int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
+                            size_t nwords, const uint64_t *plan, size_t *produced,
+                            size_t *consumed) {
+    if (produced == NULL || consumed == NULL || plan == NULL) return HEAGG_ERR_ARGUMENT;
+    if ((count != 0 && (high == NULL || low == NULL)) || (nwords != 0 && words == NULL))
+        return HEAGG_ERR_ARGUMENT;
+    if (plan[0] > 63) return HEAGG_ERR_ARGUMENT;
+    const unsigned b = (unsigned)plan[0];
+    const uint64_t kappa = plan[1];
+    const uint64_t *rows = plan + 2;
+    const uint64_t *bits = rows + 2 * HEAGG_DG_ROWS;
+    const uint64_t *taylor = bits + 2 * HEAGG_DG_EXP_BITS;
+    const u128 ln2 = dg_word2(taylor + 2 * (HEAGG_DG_TAYLOR + 1));
+    u128 table[HEAGG_DG_ROWS];
+    for (int r = 0; r < HEAGG_DG_ROWS; r++) table[r] = ((u128)rows[2 * r] << 32) | rows[2 * r + 1];
+    size_t p = 0, i = 0;
+    while (p < count && nwords - i >= 4) {
+        const uint64_t w0 = words[i], w1 = words[i + 1], w2 = words[i + 2], w3 = words[i + 3];
+        i += 4;
+        const uint64_t sign = w0 >> 63;
+        const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - b);
+        const u128 r1 = ((u128)w1 << 32) | (w3 >> 32);
+        const u128 r2 = ((u128)w2 << 32) | (w3 & 0xFFFFFFFFu);
+        uint64_t x = 0;
+        for (int r = 0; r < HEAGG_DG_ROWS; r++) x += (uint64_t)(r1 < table[r]);
+        const u128 z = ((u128)x << b) | y;
+        const uint64_t zero = (uint64_t)(z == 0);
+        const uint64_t accept = (uint64_t)(r2 < dg_accept(x, y, b, kappa, bits, taylor, ln2)) &
+                                ~(zero & sign) & 1;
+        const u128 v = (z ^ ((u128)0 - sign)) + sign; /* sign ? -z : z, two's complement */
+        high[p] = (int64_t)(uint64_t)(v >> 32); /* floor(v / 2^32): |v| < 2^70 */
+        low[p] = (int64_t)(v & 0xFFFFFFFFu);
+        p += accept;
+    }
+    *produced = p;
+    *consumed = i;
+    return HEAGG_OK;
+}
