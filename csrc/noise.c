@@ -225,25 +225,96 @@ static inline u128 dg_mul127(u128 a, u128 b) {
     return (hi << 1) | ((uint64_t)mid >> 63);
 }
 
-/* The acceptance threshold A(x, y): P(accept) = A / 2^96. */
-static inline u128 dg_accept(uint64_t x, uint64_t y, unsigned b, uint64_t kappa,
-                             const uint64_t *bits, const uint64_t *taylor, u128 ln2) {
+/* One trial's values before the acceptance test. */
+typedef struct {
+    u128 z, r2, g, s, e, poly;
+    uint64_t sign, n;
+} dg_trial;
+
+/* Step 1 of a trial: x, z, the uniforms, and h = kappa u (u + 2x) split into its
+ * integer part n and its 96-bit fraction g; s = (the low bits of g) * ln 2 (Q127). */
+static inline void dg_start(dg_trial *t, const uint64_t *w, uint64_t x, unsigned b,
+                            uint64_t kappa, u128 ln2) {
+    const uint64_t w0 = w[0], w2 = w[2], w3 = w[3];
+    t->sign = w0 >> 63;
+    const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - b);
+    t->r2 = ((u128)w2 << 32) | (w3 & 0xFFFFFFFFu);
+    t->z = ((u128)x << b) | y;
     const uint64_t u = (y << 1) << (63 - b);                             /* u * 2^64 */
     const u128 q = (((u128)(2 * x) * u) << 32) + (((u128)u * u) >> 32); /* u(u+2x) 2^96 */
     const u128 h = (u128)kappa * (uint64_t)(q >> 64) + (((u128)kappa * (uint64_t)q) >> 64);
-    const unsigned n = (unsigned)(h >> 96);
-    const u128 g = h & DG_M96;
-    u128 e = DG_Q127_ONE;
-    for (int i = 0; i < HEAGG_DG_EXP_BITS; i++) {
-        const u128 mask = (u128)0 - (u128)((g >> (95 - i)) & 1);
-        e = dg_mul127(e, (dg_word2(bits + 2 * i) & mask) | (DG_Q127_ONE & ~mask));
-    }
-    const u128 rest = g & (((u128)1 << (96 - HEAGG_DG_EXP_BITS)) - 1);
-    const u128 s = dg_mul127(rest << 31, ln2);
-    u128 poly = dg_word2(taylor + 2 * HEAGG_DG_TAYLOR);
-    for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--) poly = dg_word2(taylor + 2 * k) - dg_mul127(s, poly);
-    return dg_mul127(e, poly) >> (31 + n);
+    t->n = (uint64_t)(h >> 96);
+    t->g = h & DG_M96;
+    t->s = dg_mul127((t->g & (((u128)1 << (96 - HEAGG_DG_EXP_BITS)) - 1)) << 31, ln2);
+    t->e = DG_Q127_ONE;
 }
+
+/* The base value x = #{r < nrows : r1 < row_r}, r1 = w1 * 2^32 + (w3 >> 32), of ntrials
+ * trials: every row is compared (rows past the table's end hold 0 and count nothing;
+ * nrows, a multiple of 4, depends only on the public plan). */
+static void dg_ranks_scalar(uint64_t *x, const uint64_t *w, size_t ntrials, const uint64_t *th,
+                            const uint64_t *tl, int nrows) {
+    for (size_t j = 0; j < ntrials; j++) {
+        const uint64_t hi = w[4 * j + 1], lo = w[4 * j + 3] >> 32;
+        uint64_t c = 0;
+        for (int r = 0; r < nrows; r++) c += (uint64_t)(hi < th[r]) | ((uint64_t)(hi == th[r]) & (uint64_t)(lo < tl[r]));
+        x[j] = c;
+    }
+}
+
+#if HEAGG_X86
+__attribute__((target("avx2"), noinline)) static void dg_ranks_avx2(uint64_t *x, const uint64_t *w,
+                                                                     size_t ntrials, const uint64_t *th,
+                                                                     const uint64_t *tl, int nrows) {
+    const __m256i bias = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
+    for (size_t j = 0; j < ntrials; j++) {
+        const __m256i hi = _mm256_set1_epi64x((long long)w[4 * j + 1]);
+        const __m256i hib = _mm256_xor_si256(hi, bias);
+        const __m256i lo = _mm256_set1_epi64x((long long)(w[4 * j + 3] >> 32));
+        __m256i acc = _mm256_setzero_si256();
+        for (int r = 0; r < nrows; r += 4) {
+            const __m256i t_hi = _mm256_loadu_si256((const __m256i *)(th + r));
+            const __m256i t_lo = _mm256_loadu_si256((const __m256i *)(tl + r));
+            const __m256i lt_hi = _mm256_cmpgt_epi64(_mm256_xor_si256(t_hi, bias), hib);
+            const __m256i eq_hi = _mm256_cmpeq_epi64(t_hi, hi);
+            const __m256i lt_lo = _mm256_cmpgt_epi64(t_lo, lo); /* both below 2^32 */
+            acc = _mm256_sub_epi64(acc, _mm256_or_si256(lt_hi, _mm256_and_si256(eq_hi, lt_lo)));
+        }
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        x[j] = (uint64_t)_mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2)));
+    }
+}
+#endif
+
+static void dg_ranks(uint64_t *x, const uint64_t *w, size_t ntrials, const uint64_t *th,
+                     const uint64_t *tl, int nrows) {
+#if HEAGG_X86
+    if (heagg_simd_path() != HEAGG_NTT_SCALAR) {
+        dg_ranks_avx2(x, w, ntrials, th, tl, nrows);
+        return;
+    }
+#endif
+    dg_ranks_scalar(x, w, ntrials, th, tl, nrows);
+}
+
+/* Step 2, factor i: e *= 2^(-2^-(i+1)) if that bit of g is set. */
+static inline void dg_bit(dg_trial *t, int i, u128 c) {
+    const u128 mask = (u128)0 - (u128)((t->g >> (95 - i)) & 1);
+    t->e = dg_mul127(t->e, (c & mask) | (DG_Q127_ONE & ~mask));
+}
+
+/* Step 4: the accept bit, and the value written at out[p] (always written). */
+static inline uint64_t dg_finish(const dg_trial *t, int64_t *high, int64_t *low, size_t p) {
+    const u128 a = dg_mul127(t->e, t->poly) >> (31 + t->n);
+    const uint64_t zero = (uint64_t)(t->z == 0);
+    const uint64_t accept = (uint64_t)(t->r2 < a) & ~(zero & t->sign) & 1;
+    const u128 v = (t->z ^ ((u128)0 - t->sign)) + t->sign; /* sign ? -z : z */
+    high[p] = (int64_t)(uint64_t)(v >> 32);                 /* floor(v / 2^32): |v| < 2^70 */
+    low[p] = (int64_t)(v & 0xFFFFFFFFu);
+    return accept;
+}
+
+#define DG_BLOCK 32 /* trials per block: independent multiply chains the CPU overlaps */
 
 int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
                             size_t nwords, const uint64_t *plan, size_t *produced,
@@ -258,26 +329,40 @@ int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uin
     const uint64_t *bits = rows + 2 * HEAGG_DG_ROWS;
     const uint64_t *taylor = bits + 2 * HEAGG_DG_EXP_BITS;
     const u128 ln2 = dg_word2(taylor + 2 * (HEAGG_DG_TAYLOR + 1));
-    u128 table[HEAGG_DG_ROWS];
-    for (int r = 0; r < HEAGG_DG_ROWS; r++) table[r] = ((u128)rows[2 * r] << 32) | rows[2 * r + 1];
+    uint64_t th[HEAGG_DG_ROWS], tl[HEAGG_DG_ROWS], xs[DG_BLOCK];
+    int nrows = 0;
+    for (int r = 0; r < HEAGG_DG_ROWS; r++) {
+        th[r] = rows[2 * r];
+        tl[r] = rows[2 * r + 1] & 0xFFFFFFFFu;
+        if (th[r] | tl[r]) nrows = r + 1; /* the public table's length, not a secret */
+    }
+    nrows = (nrows + 3) & ~3;
+    u128 c_bits[HEAGG_DG_EXP_BITS], c_taylor[HEAGG_DG_TAYLOR + 1];
+    for (int k = 0; k < HEAGG_DG_EXP_BITS; k++) c_bits[k] = dg_word2(bits + 2 * k);
+    for (int k = 0; k <= HEAGG_DG_TAYLOR; k++) c_taylor[k] = dg_word2(taylor + 2 * k);
+    dg_trial t[DG_BLOCK];
     size_t p = 0, i = 0;
+    /* Whole blocks while they cannot overshoot count (a trial gives at most one value). */
+    while (count - p >= DG_BLOCK && nwords - i >= 4 * DG_BLOCK) {
+        dg_ranks(xs, words + i, DG_BLOCK, th, tl, nrows);
+        for (int j = 0; j < DG_BLOCK; j++) dg_start(&t[j], words + i + 4 * j, xs[j], b, kappa, ln2);
+        for (int k = 0; k < HEAGG_DG_EXP_BITS; k++)
+            for (int j = 0; j < DG_BLOCK; j++) dg_bit(&t[j], k, c_bits[k]);
+        for (int j = 0; j < DG_BLOCK; j++) t[j].poly = c_taylor[HEAGG_DG_TAYLOR];
+        for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--)
+            for (int j = 0; j < DG_BLOCK; j++) t[j].poly = c_taylor[k] - dg_mul127(t[j].s, t[j].poly);
+        for (int j = 0; j < DG_BLOCK; j++) p += dg_finish(&t[j], high, low, p);
+        i += 4 * DG_BLOCK;
+    }
+    /* Then trial by trial, stopping exactly. */
     while (p < count && nwords - i >= 4) {
-        const uint64_t w0 = words[i], w1 = words[i + 1], w2 = words[i + 2], w3 = words[i + 3];
+        dg_ranks(xs, words + i, 1, th, tl, nrows);
+        dg_start(&t[0], words + i, xs[0], b, kappa, ln2);
+        for (int k = 0; k < HEAGG_DG_EXP_BITS; k++) dg_bit(&t[0], k, c_bits[k]);
+        t[0].poly = c_taylor[HEAGG_DG_TAYLOR];
+        for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--) t[0].poly = c_taylor[k] - dg_mul127(t[0].s, t[0].poly);
+        p += dg_finish(&t[0], high, low, p);
         i += 4;
-        const uint64_t sign = w0 >> 63;
-        const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - b);
-        const u128 r1 = ((u128)w1 << 32) | (w3 >> 32);
-        const u128 r2 = ((u128)w2 << 32) | (w3 & 0xFFFFFFFFu);
-        uint64_t x = 0;
-        for (int r = 0; r < HEAGG_DG_ROWS; r++) x += (uint64_t)(r1 < table[r]);
-        const u128 z = ((u128)x << b) | y;
-        const uint64_t zero = (uint64_t)(z == 0);
-        const uint64_t accept = (uint64_t)(r2 < dg_accept(x, y, b, kappa, bits, taylor, ln2)) &
-                                ~(zero & sign) & 1;
-        const u128 v = (z ^ ((u128)0 - sign)) + sign; /* sign ? -z : z, two's complement */
-        high[p] = (int64_t)(uint64_t)(v >> 32); /* floor(v / 2^32): |v| < 2^70 */
-        low[p] = (int64_t)(v & 0xFFFFFFFFu);
-        p += accept;
     }
     *produced = p;
     *consumed = i;
