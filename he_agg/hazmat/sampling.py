@@ -367,8 +367,8 @@ def discrete_gaussian(stream: KeyedStream, count: int, sigma: float) -> tuple[np
     while have < count:
         trials = int((count - have) * 1.3) + 16
         words = stream.words(min(4 * trials, _DG_CHUNK_WORDS))
-        got, _ = kernels.discrete_gaussian_from_words(
+        got, _, _ = kernels.discrete_gaussian_from_words(
             words, count - have, plan.words, out_high=high[have:], out_low=low[have:])
         words.fill(0)
-        have += got
+        have += got.size
     return high, low
