@@ -234,8 +234,8 @@ def uniform_low_bits(stream: KeyedStream, count: int, shift: int) -> np.ndarray:
 
 # -- exact discrete Gaussian (the flooding sampler; docs/SAMPLER.md) ---------------------------
 
-#: Requested σ the exact sampler accepts: [2, 2^64].
-DG_SIGMA_MIN, DG_SIGMA_MAX = 2.0, 2.0**64
+#: Requested σ the exact sampler accepts: [2, 2^64] (and σ_actual of 2^64, a hair above).
+DG_SIGMA_MIN, DG_SIGMA_MAX = 2.0, 2.0**64 * (1 + 2.0**-40)
 #: The base table is cut where its tail mass is at most 2^-DG_TAIL_BITS.
 DG_TAIL_BITS = 100
 _DG_CHUNK_WORDS = 1 << 16  # 512 KiB of keystream per kernel call (4 words per trial)
