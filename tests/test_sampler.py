@@ -363,3 +363,15 @@ def test_flooding_noise_is_the_sampler_in_ntt_form(params) -> None:  # type: ign
     for l, q in enumerate(params.data_moduli):
         assert np.array_equal(noise[:, l, :].astype(object), values % q)
     assert max(abs(v) for v in values.ravel()) > 2**63  # beyond int64: the 2^32 split is used
+
+
+@pytest.mark.parametrize("path", ["scalar", "avx2"])
+def test_native_code_paths_identical(path: str) -> None:
+    from .support import forced_native_path
+
+    words = _words(b"paths", 4 * 40_000)
+    expected = _draw("numba" if "numba" in BACKENDS else "numpy", words[: 4 * 3000], 2500, 2.0**47)
+    with forced_native_path("heagg_simd_select", path):
+        got = kernels.discrete_gaussian_from_words(words[: 4 * 3000], 2500, discrete_gaussian_plan(2.0**47).words)
+    assert got[2] == expected[2]
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
