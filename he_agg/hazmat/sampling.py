@@ -9,6 +9,12 @@ identical share instead of a second, independent one.
 
 numpy is used only for arithmetic on the random bytes, never as a random source.
 
+Flooding noise comes from :func:`discrete_gaussian`, an exact, integer-only sampler of
+D_{Z,σ_actual} (docs/SAMPLER.md). The float polar-method sampler (:func:`gaussian_integers`,
+:func:`standard_normal`, ``GAUSSIAN_MAX``, :func:`dither_shift`) is legacy. It is kept only
+until committee.py and tests/test_threshold.py move to :func:`flooding_max` and
+:func:`discrete_gaussian`.
+
 The one deterministic mode is :func:`INSECURE_deterministic_randomness`, a context manager
 for known-answer tests: inside it, :func:`fresh_key` derives keys from a fixed seed.
 """
