@@ -176,6 +176,30 @@ int heagg_gaussian(int64_t *out, size_t count, const uint64_t *words, size_t nwo
                    double scale, size_t *produced, size_t *consumed);
 int heagg_normal(double *out, size_t count, const uint64_t *words, size_t nwords,
                  size_t *produced, size_t *consumed);
+
+/*
+ * Exact discrete Gaussian over Z (docs/SAMPLER.md), integer-only and branch-free in the
+ * values: a dyadic base table scanned in full, then an exact rejection step. Words are
+ * taken four per trial (w0, w1, w2, w3), in order; with b = plan[0] <= 63:
+ *   sign = w0 >> 63, y = (w0 & (2^63 - 1)) >> (63 - b),
+ *   r1 = w1 * 2^32 + (w3 >> 32), r2 = w2 * 2^32 + (w3 mod 2^32)   (96-bit uniforms),
+ *   x = #{ i < HEAGG_DG_ROWS : r1 < row_i },  z = x * 2^b + y,
+ *   accept iff r2 < A(x, y) and not (z == 0 and sign),
+ * A the fixed-point value of 2^(-kappa * u * (u + 2x)) * 2^96 (u = y / 2^b) computed as
+ * he_agg.hazmat.kernels._reference defines it. An accepted trial writes
+ * v = sign ? -z : z as high[p] = v >> 32, low[p] = v mod 2^32. Stops after `count`
+ * values or when fewer than four words are left; *produced and *consumed (a multiple of
+ * 4) as for heagg_gaussian. plan: HEAGG_DG_PLAN_WORDS words (see kernels.DG_* for the
+ * layout). Only high[0 .. *produced] and low[0 .. *produced] may be written (one slot past
+ * the last value is used as scratch when count allows).
+ */
+#define HEAGG_DG_ROWS 48
+#define HEAGG_DG_EXP_BITS 8
+#define HEAGG_DG_TAYLOR 9
+#define HEAGG_DG_PLAN_WORDS 136
+int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
+                            size_t nwords, const uint64_t *plan, size_t *produced,
+                            size_t *consumed);
 /* CDEF-END */
 
 #endif /* HE_AGG_H */

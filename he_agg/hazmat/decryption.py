@@ -5,7 +5,8 @@ A party holding the Shamir share s_i (NTT form, data primes) makes, for an aggre
 
     d_i = λ_i^A · s_i · c1 + e_i        (λ applied first, then the flooding noise)
 
-where e_i is ONE integer polynomial per ciphertext from a (smoothed) Gaussian of σ,
+where e_i is ONE integer polynomial per ciphertext from the exact discrete Gaussian
+D_{Z,σ_actual} (docs/SAMPLER.md; σ_actual ≥ σ, :func:`he_agg.hazmat.sampling.sigma_actual`),
 reduced modulo each prime and moved to NTT form. The combiner computes
 c0 + Σ_{i∈A} d_i = m + v + Σ e_i, inverse NTT, exact CRT, centring, division by the
 scale and CKKS decoding. No function here ever sees a full secret key.
@@ -27,8 +28,8 @@ import numpy as np
 
 from ..params import Params
 from . import ckks, kernels
-from .ckks import scaled_to_rns, signed_to_rns
-from .sampling import KeyedStream, gaussian_integers, uniform_low_bits
+from .ckks import scaled_to_rns
+from .sampling import KeyedStream, discrete_gaussian
 from .shamir import x_coordinate
 
 __all__ = [
@@ -42,16 +43,15 @@ __all__ = [
 
 
 def flooding_noise(stream: KeyedStream, count: int, sigma: float, params: Params) -> np.ndarray:
-    """``count`` flooding polynomials (one integer polynomial each) as NTT residues (count, L, N)."""
+    """``count`` flooding polynomials (one integer polynomial each) as NTT residues (count, L, N).
+
+    Coefficients are independent draws from D_{Z,σ_actual} (:func:`discrete_gaussian`),
+    each |e| ≤ :func:`he_agg.hazmat.sampling.flooding_max` (σ)."""
     n, moduli = params.n, params.data_moduli
-    high, shift = gaussian_integers(stream, count * n, sigma)
-    if shift:  # the dither below the float64 grid (none needed up to σ ≈ 2^49.4)
-        low = uniform_low_bits(stream, count * n, shift)
-        out = scaled_to_rns(high.reshape(count, n), shift, low.reshape(count, n), moduli)
-        low.fill(0)
-    else:
-        out = signed_to_rns(high.reshape(count, n), moduli)
+    high, low = discrete_gaussian(stream, count * n, sigma)
+    out = scaled_to_rns(high.reshape(count, n), 32, low.reshape(count, n), moduli)
     high.fill(0)
+    low.fill(0)
     kernels.ntt_forward(out, moduli)
     return out
 

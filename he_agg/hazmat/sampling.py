@@ -9,6 +9,12 @@ identical share instead of a second, independent one.
 
 numpy is used only for arithmetic on the random bytes, never as a random source.
 
+Flooding noise comes from :func:`discrete_gaussian`, an exact, integer-only sampler of
+D_{Z,σ_actual} (docs/SAMPLER.md). The float polar-method sampler (:func:`gaussian_integers`,
+:func:`standard_normal`, ``GAUSSIAN_MAX``, :func:`dither_shift`) is legacy. It is kept only
+until committee.py and tests/test_threshold.py move to :func:`flooding_max` and
+:func:`discrete_gaussian`.
+
 The one deterministic mode is :func:`INSECURE_deterministic_randomness`, a context manager
 for known-answer tests: inside it, :func:`fresh_key` derives keys from a fixed seed.
 """
@@ -16,22 +22,31 @@ for known-answer tests: inside it, :func:`fresh_key` derives keys from a fixed s
 from __future__ import annotations
 
 import contextlib
+import decimal
+import functools
 import math
 import os
 import threading
+from dataclasses import dataclass
 from typing import Iterator
 
 import blake3
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from ..errors import ParameterError
 from . import kernels
 
 __all__ = [
     "INSECURE_deterministic_randomness",
     "KeyedStream",
+    "DiscreteGaussianPlan",
     "cbd",
+    "discrete_gaussian",
+    "discrete_gaussian_plan",
+    "flooding_max",
     "fresh_key",
+    "sigma_actual",
     "GAUSSIAN_MAX",
     "dither_shift",
     "gaussian_integers",
@@ -221,3 +236,145 @@ def uniform_low_bits(stream: KeyedStream, count: int, shift: int) -> np.ndarray:
         return np.zeros(count, dtype=np.int64)
     words = stream.words(count) & np.uint64((1 << shift) - 1)
     return words.astype(np.int64) - (1 << (shift - 1))
+
+
+# -- exact discrete Gaussian (the flooding sampler; docs/SAMPLER.md) ---------------------------
+
+#: Requested σ the exact sampler accepts: [2, 2^64] (and σ_actual of 2^64, a hair above).
+DG_SIGMA_MIN, DG_SIGMA_MAX = 2.0, 2.0**64 * (1 + 2.0**-40)
+#: The base table is cut where its tail mass is at most 2^-DG_TAIL_BITS.
+DG_TAIL_BITS = 100
+_DG_CHUNK_WORDS = 1 << 16  # 512 KiB of keystream per kernel call (4 words per trial)
+_ONE127 = 1 << 127
+
+
+@dataclass(frozen=True)
+class DiscreteGaussianPlan:
+    """Everything the exact sampler needs for one requested σ (docs/SAMPLER.md §1).
+
+    The sampler outputs D_{Z,σ_actual} (up to the bound of docs/SAMPLER.md) with
+    σ_actual = 2^shift / sqrt(2·κ·ln 2), κ = kappa/2^64; ``rows`` is X, the largest base
+    value, so every |sample| ≤ ``max_abs`` = (X+1)·2^shift − 1. ``words`` is the table
+    handed to the kernels (read-only uint64).
+    """
+
+    sigma: float
+    sigma_actual: float
+    shift: int
+    kappa: int
+    rows: int
+    max_abs: int
+    words: np.ndarray
+
+    def __repr__(self) -> str:
+        return f"DiscreteGaussianPlan(sigma={self.sigma!r}, sigma_actual={self.sigma_actual!r})"
+
+
+def _decimal_context() -> decimal.Context:
+    return decimal.Context(prec=90, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def _round_scaled(value: decimal.Decimal, bits: int) -> int:
+    """round(value · 2^bits) to the nearest integer (value ≥ 0)."""
+    with decimal.localcontext(_decimal_context()):
+        return int((value * (decimal.Decimal(2) ** bits)).to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+
+
+def _split(value: int, low_bits: int) -> tuple[int, int]:
+    return value >> low_bits, value & ((1 << low_bits) - 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _fixed_constants() -> tuple[list[int], list[int], int]:
+    """C_i = 2^(−2^−i) (i = 1..8), c_k = 1/k! (k = 0..9), ln 2: Q127, rounded to nearest."""
+    with decimal.localcontext(_decimal_context()):
+        d = decimal.Decimal
+        ln2 = d(2).ln()
+        bits = [_round_scaled((-ln2 / (d(2) ** i)).exp(), 127) for i in range(1, kernels.DG_EXP_BITS + 1)]
+        taylor = [_round_scaled(1 / d(math.factorial(k)), 127) for k in range(kernels.DG_TAYLOR + 1)]
+        return bits, taylor, _round_scaled(ln2, 127)
+
+
+@functools.lru_cache(maxsize=256)
+def discrete_gaussian_plan(sigma: float) -> DiscreteGaussianPlan:
+    """The exact sampler's parameters for a requested σ in [2, 2^64] (σ_actual ≥ σ)."""
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and DG_SIGMA_MIN <= sigma <= DG_SIGMA_MAX):
+        raise ParameterError(f"sigma must be in [2, 2^64], got {sigma!r}")
+    mantissa, exponent = math.frexp(sigma)  # σ = m·2^e, m in [1/2, 1)
+    shift = exponent - 2  # σ_base = σ / 2^shift in [2, 4)
+    with decimal.localcontext(_decimal_context()):
+        d = decimal.Decimal
+        ln2 = d(2).ln()
+        base = d(mantissa) * 4
+        kappa = int((d(2) ** 64 / (2 * base * base * ln2)).to_integral_value(rounding=decimal.ROUND_FLOOR))
+        k = d(kappa) / d(2) ** 64
+        actual = d(2) ** shift / (2 * k * ln2).sqrt()
+        rows = math.isqrt(DG_TAIL_BITS * (1 << 64) // kappa)  # X + 1 ≥ sqrt(tail/κ)
+        while (rows * rows) * kappa < DG_TAIL_BITS << 64:
+            rows += 1
+        rows -= 1  # X: κ·(X+1)² ≥ DG_TAIL_BITS
+        if rows >= kernels.DG_ROWS:
+            raise AssertionError("base table longer than DG_ROWS")  # cannot happen for σ_base < 4
+        weights, x = [], 0
+        while True:
+            w = (-(k * x * x) * ln2).exp()
+            weights.append(w)
+            if k * x * x > 4 * DG_TAIL_BITS:
+                break
+            x += 1
+        total = sum(weights, d(0))
+        tails, acc = [], d(0)
+        for w in reversed(weights):
+            tails.append(acc)
+            acc += w
+        tails.reverse()  # tails[i] = Σ_{j > i} w_j
+        table = [_round_scaled(tails[i] / total, 96) if i < rows else 0 for i in range(kernels.DG_ROWS)]
+    sigma_up = float(actual)
+    if decimal.Decimal(sigma_up) < actual:
+        sigma_up = math.nextafter(sigma_up, math.inf)
+    bits, taylor, ln2_q = _fixed_constants()
+    flat = [shift, kappa]
+    for t in table:
+        flat.extend(_split(t, 32))
+    for c in bits + taylor + [ln2_q]:
+        flat.extend(_split(c, 64))
+    words = np.array(flat, dtype=np.uint64)
+    words.flags.writeable = False
+    return DiscreteGaussianPlan(sigma, sigma_up, shift, kappa, rows, ((rows + 1) << shift) - 1, words)
+
+
+def sigma_actual(sigma: float) -> float:
+    """The standard deviation parameter the exact sampler really uses for a requested σ
+    (≥ σ, larger by a relative 2^-61 at most; rounded up to a float)."""
+    return discrete_gaussian_plan(sigma).sigma_actual
+
+
+def flooding_max(sigma: float) -> int:
+    """A hard bound on |sample| of :func:`discrete_gaussian` for this σ: (X+1)·2^shift − 1.
+
+    Non-decreasing in σ, so it may be called with the requested σ or with
+    :func:`sigma_actual` of it; about 12.5·σ (never above 24.5·σ)."""
+    return discrete_gaussian_plan(sigma).max_abs
+
+
+def discrete_gaussian(stream: KeyedStream, count: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` integers from D_{Z,σ_actual} as (high, low) int64: value = high·2^32 + low,
+    low in [0, 2^32). Integer-only, the same bits on every machine and backend
+    (:func:`he_agg.hazmat.kernels.discrete_gaussian_from_words`); docs/SAMPLER.md states
+    the distribution and its distance to the ideal one. Four keystream words per trial,
+    about 1.1–1.2 trials per value; words are wiped after use."""
+    if count < 0:
+        raise ParameterError(f"count must be non-negative, got {count}")
+    plan = discrete_gaussian_plan(sigma)
+    high = np.empty(count, dtype=np.int64)
+    low = np.empty(count, dtype=np.int64)
+    have = 0
+    while have < count:
+        trials = int((count - have) * 1.3) + 16
+        words = stream.words(min(4 * trials, _DG_CHUNK_WORDS))
+        got, _, _ = kernels.discrete_gaussian_from_words(
+            words, count - have, plan.words, out_high=high[have:], out_low=low[have:])
+        words.fill(0)
+        have += got.size
+    return high, low

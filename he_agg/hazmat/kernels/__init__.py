@@ -46,6 +46,11 @@ __all__ = [
     "crt_radix",
     "crt_tables",
     "crt_to_double",
+    "DG_EXP_BITS",
+    "DG_PLAN_WORDS",
+    "DG_ROWS",
+    "DG_TAYLOR",
+    "discrete_gaussian_from_words",
     "gaussian_from_words",
     "minimal_root",
     "mul",
@@ -525,6 +530,44 @@ def normal_from_words(
     target = _polar_output(out, int(count), np.float64)
     produced, consumed = _impl().normal(target, w)
     return target[:produced], consumed
+
+
+# -- exact discrete Gaussian (docs/SAMPLER.md) -------------------------------------------
+
+#: Plan layout (uint64 words): shift b, κ·2^64, DG_ROWS base thresholds (hi64, lo32 of a
+#: 96-bit value), DG_EXP_BITS constants 2^(−2^−i), DG_TAYLOR+1 constants 1/k!, ln 2 (each
+#: Q127 as hi64, lo64). :func:`he_agg.hazmat.sampling.discrete_gaussian_plan` builds it.
+DG_ROWS = 48
+DG_EXP_BITS = 8
+DG_TAYLOR = 9
+DG_PLAN_WORDS = 2 + 2 * DG_ROWS + 2 * DG_EXP_BITS + 2 * (DG_TAYLOR + 1) + 2
+DG_WORDS_PER_TRIAL = 4
+
+
+def discrete_gaussian_from_words(
+    words: np.ndarray, count: int, plan: np.ndarray, *,
+    out_high: np.ndarray | None = None, out_low: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact discrete Gaussian integers from uniform words (docs/SAMPLER.md §2).
+
+    Words are taken four at a time (one trial each), in order; an accepted trial gives one
+    value v = high·2^32 + low (low in [0, 2^32)). Stops after ``count`` values or when
+    fewer than four words are left. Returns (high, low, consumed): views of the values
+    produced (int64; of out_high/out_low if given) and the number of words used, a
+    multiple of 4; a second call on words[consumed:] continues exactly. Integer-only: every
+    backend gives the same bits. ``plan`` is a DG_PLAN_WORDS uint64 array from
+    :func:`he_agg.hazmat.sampling.discrete_gaussian_plan`.
+    """
+    w = _words(words)
+    if not isinstance(plan, np.ndarray) or plan.dtype != np.uint64 or plan.shape != (DG_PLAN_WORDS,):
+        raise ParameterMismatchError(f"plan must be a uint64 array of {DG_PLAN_WORDS} words")
+    if int(plan[0]) > 63:
+        raise ParameterError(f"plan shift must be at most 63, got {int(plan[0])}")
+    plan = np.ascontiguousarray(plan)
+    high = _polar_output(out_high, int(count), np.int64)
+    low = _polar_output(out_low, int(count), np.int64)
+    produced, consumed = _impl().discrete_gaussian(high, low, w, plan)
+    return high[:produced], low[:produced], consumed
 
 
 # -- CRT ---------------------------------------------------------------------------------

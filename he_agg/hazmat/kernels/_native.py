@@ -24,7 +24,8 @@ _ERRORS: dict[int, type[Exception]] = {
 
 
 #: Functions added to the ABI after its first release, checked at import.
-_ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_gaussian", "heagg_normal")
+_ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_gaussian", "heagg_normal",
+                 "heagg_discrete_gaussian")
 
 
 def strerror(code: int) -> str:
@@ -216,6 +217,19 @@ def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
         _ptr(out, "double[]", writable=True), out.size, _ptr(words), words.size, counts, counts + 1
     )
     _check(rc, "normal")
+    return int(counts[0]), int(counts[1])
+
+
+def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
+    """Exact discrete Gaussian into int64 high/low (count = high.size); (produced, consumed)."""
+    if lib.HEAGG_DG_PLAN_WORDS != plan.size:
+        raise NativeCoreError("native core and kernels disagree on the discrete Gaussian plan")
+    counts = ffi.new("size_t[2]")
+    rc = lib.heagg_discrete_gaussian(
+        _ptr(high, "int64_t[]", writable=True), _ptr(low, "int64_t[]", writable=True), high.size,
+        _ptr(words), words.size, _ptr(plan), counts, counts + 1,
+    )
+    _check(rc, "discrete_gaussian")
     return int(counts[0]), int(counts[1])
 
 

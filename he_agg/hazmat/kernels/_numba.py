@@ -421,6 +421,110 @@ def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
     return int(produced), int(consumed)
 
 
+# -- exact discrete Gaussian (docs/SAMPLER.md) ---------------------------------------------------------
+# The steps of the Python reference with 128-bit values as (hi, lo) uint64 pairs; written
+# without branches on the values (comparisons become 0/1 words and masks).
+
+_M32_ = _U(0xFFFFFFFF)
+_M63 = _U(0x7FFFFFFFFFFFFFFF)
+_TOP = _U(1 << 63)
+
+
+@_inline
+def _mul64(a, b):  # type: ignore[no-untyped-def]
+    return _mulhi(a, b), a * b
+
+
+@_inline
+def _mul127(ah, al, bh, bl):  # type: ignore[no-untyped-def]
+    """floor(a·b / 2^127) for a, b ≤ 2^127, as (hi, lo)."""
+    p00h, _ = _mul64(al, bl)
+    p01h, p01l = _mul64(al, bh)
+    p10h, p10l = _mul64(ah, bl)
+    p11h, p11l = _mul64(ah, bh)
+    m1 = p00h + p01l
+    m2 = m1 + p10l
+    mid_h = _U(m1 < p00h) + _U(m2 < m1)
+    l1 = p11l + p01h
+    l2 = l1 + p10h
+    l3 = l2 + mid_h
+    hi_h = p11h + _U(l1 < p11l) + _U(l2 < l1) + _U(l3 < l2)
+    return (hi_h << _ONE) | (l3 >> _U(63)), (l3 << _ONE) | (m2 >> _U(63))
+
+
+@_inline
+def _sub128(ah, al, bh, bl):  # type: ignore[no-untyped-def]
+    return ah - bh - _U(al < bl), al - bl
+
+
+@_jit
+def _dgauss(high, low, words, plan, rows, exp_bits, taylor):  # type: ignore[no-untyped-def]
+    count, nwords = high.shape[0], words.shape[0]
+    b, kappa = plan[0], plan[1]
+    ln2h, ln2l = plan[plan.shape[0] - 2], plan[plan.shape[0] - 1]
+    p, i = 0, 0
+    while p < count and nwords - i >= 4:
+        w0, w1, w2, w3 = words[i], words[i + 1], words[i + 2], words[i + 3]
+        i += 4
+        sign = w0 >> _U(63)
+        y = (w0 & _M63) >> (_U(63) - b)
+        r1l = w3 >> _32
+        x = _Z
+        for r in range(rows):
+            th, tl = plan[2 + 2 * r], plan[3 + 2 * r]
+            x += _U(w1 < th) | (_U(w1 == th) & _U(r1l < tl))
+        zh, zl = (x >> _ONE) >> (_U(63) - b), (x << b) | y
+        u = (y << _ONE) << (_U(63) - b)
+        ph, pl = _mul64(x + x, u)
+        sh, sl = _mul64(u, u)
+        ah, al = (ph << _32) | (pl >> _32), pl << _32
+        bh, bl = sh >> _32, (sh << _32) | (sl >> _32)
+        ql = al + bl
+        qh = ah + bh + _U(ql < al)
+        hh, hl = _mul64(kappa, qh)
+        c = _mulhi(kappa, ql)
+        hl2 = hl + c
+        hh2 = hh + _U(hl2 < hl)
+        n = hh2 >> _32
+        gh, gl = hh2 & _M32_, hl2
+        eh, el = _TOP, _Z
+        base = 2 + 2 * rows
+        for k in range(exp_bits):
+            mask = _Z - ((gh >> _U(31 - k)) & _ONE)
+            ch = (plan[base + 2 * k] & mask) | (_TOP & ~mask)
+            cl = plan[base + 2 * k + 1] & mask
+            eh, el = _mul127(eh, el, ch, cl)
+        base += 2 * exp_bits
+        rh = gh & ((_ONE << _U(32 - exp_bits)) - _ONE)
+        rh, rl = (rh << _U(31)) | (gl >> _U(33)), gl << _U(31)
+        s_h, s_l = _mul127(rh, rl, ln2h, ln2l)
+        poly_h, poly_l = plan[base + 2 * taylor], plan[base + 2 * taylor + 1]
+        for k in range(taylor - 1, -1, -1):
+            th2, tl2 = _mul127(s_h, s_l, poly_h, poly_l)
+            poly_h, poly_l = _sub128(plan[base + 2 * k], plan[base + 2 * k + 1], th2, tl2)
+        Ah, Al = _mul127(eh, el, poly_h, poly_l)
+        sh2 = _U(31) + n
+        Ah, Al = Ah >> sh2, (Al >> sh2) | (Ah << (_U(64) - sh2))
+        r2h, r2l = w2 >> _32, (w2 << _32) | (w3 & _M32_)  # r2 as a (hi, lo) pair
+        below = _U(r2h < Ah) | (_U(r2h == Ah) & _U(r2l < Al))
+        zero = _U((zh | zl) == _Z)
+        accept = below & ~(zero & sign) & _ONE
+        m = _Z - sign
+        vl = (zl ^ m) + sign
+        vh = (zh ^ m) + _U(vl < sign)
+        high[p] = np.int64((vh << _32) | (vl >> _32))
+        low[p] = np.int64(vl & _M32_)
+        p += np.int64(accept)
+    return p, i
+
+
+def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
+    from . import DG_EXP_BITS, DG_ROWS, DG_TAYLOR
+
+    produced, consumed = _dgauss(high, low, words, plan, DG_ROWS, DG_EXP_BITS, DG_TAYLOR)
+    return int(produced), int(consumed)
+
+
 # -- CRT ----------------------------------------------------------------------------------------------
 
 

@@ -227,3 +227,71 @@ def _prefixes(moduli: tuple[int, ...], l: int) -> list[int]:
         out.append(p)
         p *= moduli[j]
     return out
+
+
+# -- exact discrete Gaussian (docs/SAMPLER.md) ----------------------------------------------------
+# Python integers, one trial of four words at a time: the definition the C and numba
+# kernels reproduce bit for bit.
+
+_M64 = (1 << 64) - 1
+_M96 = (1 << 96) - 1
+
+
+def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[int], list[int], int]:
+    from . import DG_EXP_BITS, DG_ROWS, DG_TAYLOR
+
+    p = [int(v) for v in plan.tolist()]
+    b, k = p[0], p[1]
+    base = 2
+    rows = [(p[base + 2 * i] << 32) | p[base + 2 * i + 1] for i in range(DG_ROWS)]
+    base += 2 * DG_ROWS
+    bits = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_EXP_BITS)]
+    base += 2 * DG_EXP_BITS
+    taylor = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_TAYLOR + 1)]
+    base += 2 * (DG_TAYLOR + 1)
+    ln2 = (p[base] << 64) | p[base + 1]
+    return b, k, rows, bits, taylor, ln2
+
+
+def _q127(a: int, b: int) -> int:
+    return (a * b) >> 127
+
+
+def _accept_threshold(x: int, y: int, b: int, k: int, bits: list[int], taylor: list[int], ln2: int) -> int:
+    """A with P(accept) = A / 2^96 ≈ 2^-κ(u² + 2xu), u = y / 2^b, κ = K / 2^64."""
+    u = (y << 1) << (63 - b)                      # u · 2^64, exact
+    q = ((2 * x * u) << 32) + ((u * u) >> 32)      # ⌊u(u + 2x) · 2^96⌋
+    h = k * (q >> 64) + ((k * (q & _M64)) >> 64)   # ⌊κ · q⌋ ≈ h · 2^96
+    n, g = h >> 96, h & _M96
+    e = 1 << 127
+    for i, c in enumerate(bits):                   # 2^-(top bits of g)
+        e = _q127(e, c if (g >> (95 - i)) & 1 else 1 << 127)
+    rest = g & ((1 << (96 - len(bits))) - 1)
+    s = _q127(rest << 31, ln2)                     # r · ln 2 in Q127
+    poly = taylor[-1]
+    for c in reversed(taylor[:-1]):                # e^-s, Horner, alternating
+        poly = c - _q127(s, poly)
+    e = _q127(e, poly)
+    return e >> (31 + n)
+
+
+def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
+    b, k, rows, bits, taylor, ln2 = _plan_values(plan)
+    w = [int(v) for v in words.tolist()]
+    count = high.size
+    p, i = 0, 0
+    while p < count and len(w) - i >= 4:
+        w0, w1, w2, w3 = w[i : i + 4]
+        i += 4
+        sign = w0 >> 63
+        y = (w0 & (_M64 >> 1)) >> (63 - b)
+        r1 = (w1 << 32) | (w3 >> 32)
+        r2 = (w2 << 32) | (w3 & 0xFFFFFFFF)
+        x = sum(1 for t in rows if r1 < t)       # rows: ⌊2^96·P(x > i)⌉, then 0
+        z = (x << b) | y
+        accept = r2 < _accept_threshold(x, y, b, k, bits, taylor, ln2) and not (z == 0 and sign)
+        if accept:
+            v = -z if sign else z
+            high[p], low[p] = v >> 32, v & 0xFFFFFFFF
+            p += 1
+    return p, i
