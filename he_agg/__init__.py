@@ -2,15 +2,19 @@
 
 Clients encrypt with TenSEAL under a committee's public key; an untrusted server sums
 the ciphertexts with a native kernel; any t of the committee's n members decrypt only the
-sum, flooded with noise so the decryption reveals nothing else::
+sum, flooded with noise so the decryption reveals nothing else. A decryption takes two
+steps: a quorum of members approves the request (each member at most one per round),
+then the request's active set answers against that quorum certificate::
 
     committee = he_agg.Committee.dealer_free(n=5, t=3)
     ctx = committee.public_context
     enc = he_agg.encrypt(ctx, update, weight=n_examples, client_id="site-7", round_id=3)
-    agg = he_agg.Aggregator(ctx, round_id=3, min_clients=3)
-    agg.add(enc)
-    request = agg.decryption_request()
-    shares = [committee[i].decryption_share(request, active=[0, 2, 4]) for i in (0, 2, 4)]
+    agg = he_agg.Aggregator(ctx, round_id=3)
+    agg.add(enc)  # ... one per client
+    request = agg.decryption_request(active_sets=[[0, 2, 4]])
+    approvals = [committee[i].approve(request, contributions=agg.contributions) for i in range(4)]
+    cert = he_agg.QuorumCertificate.collect(request.round_id, request.digest, approvals)
+    shares = [committee[i].decryption_share(request, cert, contributions=agg.contributions) for i in (0, 2, 4)]
     mean = agg.finalize(shares)
 
 The data flow, module by module: params → keygen / keyshare / context (keys) →
@@ -25,11 +29,13 @@ from . import errors, packing, stats
 from .aggregator import AggregateResult, Aggregator
 from .ciphertext import CiphertextBatch
 from .client import EncryptedUpdate, encrypt
-from .committee import Committee, combine
+from .committee import Committee, combine, run_keygen, verification_sets
 from .context import PublicContext
-from .keygen import KeygenConfig, KeygenParty, PartyIdentity
+from .identity import PartyIdentity
+from .keygen import KeygenConfig, KeygenParty
 from .keyshare import KeyShare, Policy
 from .params import AGGREGATION, Params
+from .quorum import Approval, QuorumCertificate, quorum_size
 from .requests import Contribution, DecryptionRequest, DecryptionShare
 
 __version__ = "0.1.0"
@@ -38,6 +44,7 @@ __all__ = [
     "AGGREGATION",
     "AggregateResult",
     "Aggregator",
+    "Approval",
     "CiphertextBatch",
     "Committee",
     "Contribution",
@@ -51,10 +58,14 @@ __all__ = [
     "Params",
     "Policy",
     "PublicContext",
+    "QuorumCertificate",
     "__version__",
     "combine",
     "encrypt",
     "errors",
     "packing",
+    "quorum_size",
+    "run_keygen",
     "stats",
+    "verification_sets",
 ]

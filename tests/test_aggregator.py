@@ -16,6 +16,8 @@ from he_agg.errors import (
     DuplicateContributionError,
     LayoutMismatchError,
     ParameterMismatchError,
+    EquivocationError,
+    QuorumError,
     ReplayError,
     ResidueRangeError,
     RoundMismatchError,
@@ -31,13 +33,22 @@ def committee() -> he_agg.Committee:
     return he_agg.Committee.dealer_free(5, 3, policy=he_agg.Policy(budget=10_000))
 
 
+def decrypt_round(committee: he_agg.Committee, agg: he_agg.Aggregator, active: list[int]):  # type: ignore[no-untyped-def]
+    """What the committee does with a closed round: a quorum approves, the active set answers (as bytes)."""
+    request = agg.decryption_request(active_sets=[active])
+    approvals = [committee[i].approve(request, contributions=agg.contributions).to_bytes()
+                 for i in range(he_agg.quorum_size(len(committee), committee.context.colluders))]
+    certificate = he_agg.QuorumCertificate.collect(request.round_id, request.digest, approvals).to_bytes()
+    shares = [committee[i].decryption_share(request, certificate, contributions=agg.contributions).to_bytes()
+              for i in active]
+    return agg.finalize(shares)
+
+
 def run_round(committee: he_agg.Committee, submissions, round_id: int, **kwargs):  # type: ignore[no-untyped-def]
     agg = he_agg.Aggregator(committee.public_context, round_id, **kwargs)
     for item in submissions:
         agg.add(item)
-    request = agg.decryption_request()
-    shares = [committee[i].decryption_share(request, active=[0, 2, 4]) for i in (0, 2, 4)]
-    return agg, agg.finalize(shares)
+    return agg, decrypt_round(committee, agg, [0, 2, 4])
 
 
 def bound_for(agg: he_agg.Aggregator) -> float:
@@ -54,7 +65,7 @@ _round_counter = iter(range(1000, 10**6))
 
 
 @settings(max_examples=12, deadline=None)
-@given(layout=structures, clients=st.integers(1, 5), dtype=st.sampled_from(["float64", "float32"]), data=st.data())
+@given(layout=structures, clients=st.integers(2, 5), dtype=st.sampled_from(["float64", "float32"]), data=st.data())
 def test_weighted_mean_matches_plaintext(committee: he_agg.Committee, layout: dict, clients: int, dtype: str,
                                          data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -95,8 +106,7 @@ def test_tenseal_vectors_accepted_with_client_id_and_layout(committee: he_agg.Co
             client_id="c")
     with pytest.raises(AggregationError, match="client_id"):
         agg.add(ts.ckks_vector(tenseal_ctx, vectors[0].tolist()))
-    request = agg.decryption_request()
-    total = agg.finalize([committee[i].decryption_share(request, [1, 2, 3]) for i in (1, 2, 3)])
+    total = decrypt_round(committee, agg, [1, 2, 3])
     assert np.abs(total - vectors.sum(axis=0)).max() < 1e-8
 
 
@@ -157,8 +167,7 @@ def test_corrupt_residue_rejected_and_sum_intact(committee: he_agg.Committee, tw
     with pytest.raises(ResidueRangeError):
         agg.add(forged)
     agg.add(two_updates[1])  # the honest resubmission still works, and nothing was lost
-    request = agg.decryption_request()
-    mean = agg.finalize([committee[i].decryption_share(request, [0, 1, 2]) for i in (0, 1, 2)])
+    mean = decrypt_round(committee, agg, [0, 1, 2])
     assert np.abs(mean["w"] - 0.5).max() < 1e-8
 
 
@@ -182,22 +191,37 @@ def test_decryptor_policy_through_the_aggregator(two_updates) -> None:  # type: 
     lonely = he_agg.Aggregator(ctx, 1)
     lonely.add(updates[0])
     with pytest.raises(TooFewContributorsError):  # the key share refuses, whatever the aggregator allowed
-        guarded[0].decryption_share(lonely.decryption_request(), [0, 1], contributions={"h0": updates[0]})
-    agg = he_agg.Aggregator(ctx, 1, retain=True)
+        guarded[0].approve(lonely.decryption_request(), contributions=lonely.contributions)
+    agg = he_agg.Aggregator(ctx, 1)
     for update in updates[:2]:
         agg.add(update.to_bytes())
-    request = agg.decryption_request()
-    shares = [guarded[i].decryption_share(request, [0, 1], contributions=agg.contributions) for i in (0, 1)]
+    request = agg.decryption_request(active_sets=[[0, 1], [0, 2]])
+    assert agg.decryption_request() is request  # the round's request never changes
+    with pytest.raises(AggregationError, match="already names the active sets"):
+        agg.decryption_request(active_sets=[[1, 2]])
+    certificate = guarded.certify(request, contributions=agg.contributions)
+    shares = [guarded[i].decryption_share(request, certificate, [0, 1], contributions=agg.contributions)
+              for i in (0, 1)]
     assert np.abs(agg.finalize(shares)["w"] - 0.5).max() < 1e-8
-    replay = he_agg.Aggregator(ctx, 1, retain=True)
+    replay = he_agg.Aggregator(ctx, 1)
     for update in updates:
         replay.add(update)
-    with pytest.raises(ReplayError, match="round 1"):
-        guarded[0].decryption_share(replay.decryption_request(), [0, 1], contributions=replay.contributions)
+    with pytest.raises(ReplayError, match="round 1") as info:  # one approved request per round, ever
+        guarded[0].approve(replay.decryption_request(), contributions=replay.contributions)
+    assert isinstance(info.value, EquivocationError)
+    with pytest.raises(QuorumError):  # the first round's certificate does not carry over
+        guarded[0].decryption_share(replay.decryption_request(), certificate, [0, 1],
+                                    contributions=replay.contributions)
     tampered = dict(agg.contributions)
     tampered["h1"] = updates[2]
     with pytest.raises(VerificationError):
-        guarded[2].decryption_share(request, [0, 2], contributions=tampered)
+        guarded[2].decryption_share(request, certificate, [0, 2], contributions=tampered)
+    with pytest.raises(VerificationError):
+        guarded[2].approve(request, contributions=tampered)
+    unretained = he_agg.Aggregator(ctx, 1, retain=False)
+    unretained.add(updates[0])
+    with pytest.raises(AggregationError, match="retain"):
+        unretained.contributions
 
 
 # -- statistics through the encrypted path -----------------------------------------------------

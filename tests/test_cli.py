@@ -156,3 +156,25 @@ def test_measure_reports_min_and_median() -> None:
     assert timing.best == min(timing.runs) and timing.median == sorted(timing.runs)[1]
     with pytest.raises(ValueError):
         common.measure(lambda: None, 0)
+
+
+def test_bench_decrypt_times_approvals_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "decrypt", "--values", "3000", "--repeat", "1", "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quorum"] == 4  # ⌈(5 + 2 + 1)/2⌉ members approve
+    assert 0 < result["approve_s"] <= result["approve_max_s"]
+    assert result["committee_s"] == pytest.approx(result["approve_max_s"] + result["decrypt_only_s"])
+    assert result["decrypt_only_s"] == pytest.approx(result["share_max_s"] + result["combine_s"])
+    assert result["max_abs_error"] <= result["error_bound"]
+
+
+def test_bench_e2e_times_approvals_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "e2e", "--clients", "3", "--values", "3000", "--distinct", "2", "--parties", "4",
+            "--threshold", "2", "--seed", "2", "--json"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quorum"] == 3  # ⌈(4 + 1 + 1)/2⌉
+    assert result["committee_decrypt_s"] == pytest.approx(result["approve_max_s"] + result["decrypt_only_s"])
+    assert result["max_abs_error"] < 1e-6
+    assert cli.main([*argv[:3], "1", *argv[4:]]) == 2  # one client: the members' policy would refuse
+    assert "--clients" in capsys.readouterr().err

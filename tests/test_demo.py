@@ -24,9 +24,16 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert abs(q["mean"] - q["plaintext_mean"]) < 1e-9
     assert abs(q["variance"] - q["plaintext_variance"]) < 1e-6
     assert sum(q["histogram_counts"]) <= q["count"]
-    assert set(report["seconds_per_phase"]) >= {"key generation", "client encrypt", "server aggregate", "committee decrypt"}
+    assert set(report["seconds_per_phase"]) >= {"key generation", "client encrypt", "server aggregate",
+                                                "committee approve", "committee decrypt"}
+    assert report["decryption_budget_used"] == len(report["rounds"]) + 2  # member 0 answers every release once
 
 
 def test_demo_rejects_impossible_committee(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--parties", "2", "--threshold", "3"]) == 2
+    assert "--threshold" in capsys.readouterr().err
+
+
+def test_demo_rejects_threshold_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--parties", "3", "--threshold", "1"]) == 2  # t = 1 hands each member the key
     assert "--threshold" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from he_agg.hazmat.sampling import INSECURE_deterministic_randomness, KeyedStream, fresh_key
-from he_agg.keygen import PartyIdentity
+from he_agg.identity import PartyIdentity
 
 PACKAGE = Path(__file__).resolve().parent.parent / "he_agg"
 # Code that generates *plaintext data* for demonstrations and benchmarks, never secrets.
