@@ -117,12 +117,13 @@ def _check_agreement(values: Mapping[tuple[int, ...], np.ndarray], slot_std: flo
     if all(agree.values()):
         return
     members = sorted(set().union(*sets))
+    # p is a candidate when the sets without p all agree: removing p explains every
+    # disagreement. Name p only when it is the one candidate; with t+1 members every
+    # member is one (one odd set is explained equally by any member in it).
     suspects = []
     for p in members:
-        inside = [s for s in sets if p in s]
-        outside = [s for s in sets if p not in s]
-        if outside and all(agree[(a, b)] for a in outside for b in outside) and \
-                all(not agree[(a, b)] for a in inside for b in outside):
+        without = [s for s in sets if p not in s]
+        if without and all(agree[(a, b)] for a in without for b in without):
             suspects.append(p)
     if len(suspects) == 1:
         raise InconsistentShareError(

@@ -21,11 +21,11 @@ import tenseal as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from he_agg import state as member_state
 from he_agg.ciphertext import CiphertextBatch
 from he_agg.committee import Committee, combine, run_keygen, verification_sets
 from he_agg.context import PublicContext
 from he_agg.errors import (
+    StateError,
     AuthenticationError,
     BudgetExhaustedError,
     ChecksumError,
@@ -53,9 +53,6 @@ from he_agg.requests import Contribution, DecryptionRequest, DecryptionShare
 
 VALUES = 3000
 _ROUNDS = itertools.count(1000)
-# he_agg.state is an in-memory stand-in until the durable module lands: claims about
-# state that survives a reload are expected to fail until then (strict xfail below).
-STATE_IS_STUB = (member_state.__doc__ or "").startswith("TEMPORARY")
 
 Contributions = dict[str, CiphertextBatch]
 
@@ -341,9 +338,6 @@ def test_altered_shares_named_with_t_plus_2(committee: Committee, setup) -> None
     assert info.value.party == 3
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="he_agg.committee._check_agreement names the member absent from the one odd set, "
-                          "which with t+1 members frames an honest member (reported to the lead)")
 def test_altered_share_detected_with_t_plus_1(committee: Committee, setup) -> None:  # type: ignore[no-untyped-def]
     plain, request, certificate, contributions = _verification_round(committee, setup, [0, 1, 3, 4])
     shares = committee.shares(request, certificate, contributions=contributions)
@@ -387,14 +381,9 @@ def test_wrong_key_share_detected_with_t_plus_1(committee: Committee, setup) -> 
     liar = _with_wrong_key(committee, 4)
     with pytest.raises(InconsistentShareError) as info:
         combine(request, _shares_with_liar(committee, liar, request, certificate, contributions))
-    # Not located: the message says so and names nobody. The current combiner sometimes names
-    # member 4 here (when float rounding makes the three sets with member 4 agree), which is
-    # the ambiguity test_altered_share_detected_with_t_plus_1 shows framing an honest member;
-    # until that is fixed this test only holds it to never naming an honest member.
-    # TODO(lead): once _check_agreement never locates with t+1, assert party is None again.
-    assert info.value.party in (None, 4)
-    if info.value.party is None:
-        assert "cannot be located" in str(info.value)
+    # Not located: with t+1 members every member explains the disagreement equally well.
+    assert info.value.party is None
+    assert "cannot be located" in str(info.value)
 
 
 # -- flooding noise ------------------------------------------------------------------------
@@ -452,6 +441,9 @@ def test_key_share_file_round_trip(tmp_path, committee: Committee) -> None:  # t
     loaded = KeyShare.load(path, fresh.context, passphrase=b"correct horse battery staple")
     assert loaded.policy == fresh[0].policy and loaded.party == 0
     assert loaded.identity_public_key == fresh[0].identity_public_key
+    plain = tmp_path / "party1.key"
+    fresh[1].save(plain, insecure_plaintext=True)
+    assert KeyShare.load(plain, fresh.context).party == 1
     request, contributions = _small_round(fresh)
     approvals = [loaded.approve(request, contributions=contributions)]
     approvals += [fresh[i].approve(request, contributions=contributions) for i in (1, 2)]
@@ -466,12 +458,10 @@ def test_key_share_file_round_trip(tmp_path, committee: Committee) -> None:  # t
     os.chmod(path, 0o600)
     with pytest.raises(ShareBindingError):
         KeyShare.load(path, committee.context, passphrase=b"correct horse battery staple")
-    plain = tmp_path / "party1.key"
-    fresh[1].save(plain, insecure_plaintext=True)
-    assert KeyShare.load(plain, fresh.context).party == 1
+    with pytest.raises(StateError, match="save it right after"):  # answers made in memory would be lost
+        fresh[2].save(tmp_path / "party2.key", insecure_plaintext=True)
 
 
-@pytest.mark.xfail(STATE_IS_STUB, strict=True, reason="he_agg.state is a temporary in-memory stub")
 def test_key_share_state_survives_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
     fresh = Committee.generate(3, 2, policy=Policy(budget=3))
     path = tmp_path / "party0.key"
