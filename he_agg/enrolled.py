@@ -57,6 +57,7 @@ __all__ = [
     "Ticket",
     "VerifyKey",
     "c0_digest",
+    "client_state_owner",
     "ciphertext_count",
     "encrypt_enrolled",
     "encrypt_enrolled_slots",
@@ -528,6 +529,11 @@ def key_lookup(keys: dict[str, bytes]) -> Callable[[str], bytes]:
 # -- the client as users hold it -------------------------------------------------------------
 
 
+def client_state_owner(committee_id: bytes, client_id: str) -> bytes:
+    """The owner id of a client's round record (one per committee and client id)."""
+    return blake3.blake3(b"he_agg.enrolled-client\0" + bytes(committee_id) + client_id.encode("utf-8")).digest()
+
+
 class EnrolledClient:
     """One client of an enrolled committee: enrolls once per key epoch, uploads one c0 per round.
 
@@ -559,7 +565,7 @@ class EnrolledClient:
         identity = identity or PartyIdentity.generate()
         info = CommitteeInfo(context.committee_id, context.roster, context.threshold, context.params.n)
         enrollment = ClientEnrollment.create(identity, client_id, info, epoch)
-        owner = blake3.blake3(b"he_agg.enrolled-client\0" + context.committee_id + client_id.encode()).digest()
+        owner = client_state_owner(context.committee_id, client_id)
         return cls(context, client_id, epoch, identity, enrollment, ClientRounds.open(state_path, owner=owner))
 
     @property

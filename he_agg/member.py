@@ -52,7 +52,7 @@ from .hazmat import kernels
 from .hazmat.ckks import signed_to_rns
 from .hazmat.decryption import flooding_noise
 from .hazmat.noise import EnrolledNoiseModel
-from .hazmat.replicated import assignment, expand_ternary
+from .hazmat.replicated import assignment, expand_ternary_many
 from .hazmat.rounds import round_polynomials
 from .hazmat.sampling import KEY_BYTES, KeyedStream, fresh_key
 from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
@@ -238,11 +238,18 @@ class EnrolledMember:
         params, context = self.context.params, self.context
         subsets = assignment(parties, self.index, context.parties, context.threshold)
         total = np.zeros(params.n, dtype=np.int64)
+        batch_seeds: list[bytes] = []
+        batch_labels: list[bytes] = []
         for client_id in request.tickets:
             seeds = self.enrollment.seeds(client_id, request.epoch)
             for k in subsets:
-                total += expand_ternary(seeds[k], subsecret_label(context.committee_id, client_id, request.epoch, k),
-                                        params.n)
+                batch_seeds.append(seeds[k])
+                batch_labels.append(subsecret_label(context.committee_id, client_id, request.epoch, k))
+            if len(batch_seeds) >= 256 or client_id == request.contributors[-1]:
+                polys = expand_ternary_many(batch_seeds, batch_labels, params.n)
+                total += polys.sum(axis=0, dtype=np.int64)
+                polys.fill(0)
+                batch_seeds, batch_labels = [], []
         out = signed_to_rns(total, params.data_moduli)
         total.fill(0)
         kernels.ntt_forward(out, params.data_moduli)

@@ -405,8 +405,8 @@ def test_two_processes_sharing_a_key_share_file_approve_one_request_per_round(tm
     requests = [request_for(committee.context, batches, 7).to_bytes(),
                 request_for(committee.context, batches[:2], 7).to_bytes()]
     spawn = multiprocessing.get_context("spawn")
-    for _ in range(3):
-        fresh = tmp_path / f"copy{_}.key"
+    for attempt in range(2):
+        fresh = tmp_path / f"copy{attempt}.key"
         fresh.write_bytes(path.read_bytes())
         fresh.chmod(0o600)
         barrier, results = spawn.Barrier(2), spawn.Queue()

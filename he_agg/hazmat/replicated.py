@@ -29,7 +29,7 @@ from typing import Sequence
 import blake3
 import numpy as np
 
-from .sampling import KEY_BYTES, KeyedStream, cbd, ternary
+from .sampling import KEY_BYTES, KeyedStream, cbd
 
 __all__ = [
     "MAX_MEMBERS",
@@ -39,6 +39,7 @@ __all__ = [
     "check_committee_shape",
     "expand_error",
     "expand_ternary",
+    "expand_ternary_many",
     "held_subsets",
     "holders",
     "seed_commitment",
@@ -104,16 +105,67 @@ def _stream(seed: bytes, label: bytes, what: bytes) -> KeyedStream:
     return KeyedStream(seed, b"he_agg.rss.v1\0" + what + struct.pack("<I", len(label)) + label)
 
 
+_TERNARY_DOMAIN = b"he_agg.rss.ternary.v3\0"
+_TRITS = 5  # a byte below 3^5 = 243 holds five uniform base-3 digits
+_DIGITS = np.array([[(b // 3**i) % 3 - 1 for i in range(_TRITS)] for b in range(243)], dtype=np.int8)
+
+
+def _ternary_bytes(seed: bytes, label: bytes, draws: int) -> np.ndarray:
+    if len(seed) != KEY_BYTES:
+        raise ValueError(f"a sub-secret seed is {KEY_BYTES} bytes")
+    xof = blake3.blake3(_TERNARY_DOMAIN + struct.pack("<I", len(label)) + label, key=seed)
+    return np.frombuffer(xof.digest(length=draws), dtype=np.uint8)
+
+
+def _draws(n: int) -> int:
+    """XOF bytes per polynomial: enough accepted bytes (rate 243/256) but in ~10^-12 of cases."""
+    need = -(-n // _TRITS)
+    return int(need * 256 / 243 + 8 * math.sqrt(need) + 16)
+
+
+def expand_ternary_many(seeds: Sequence[bytes], labels: Sequence[bytes], n: int) -> np.ndarray:
+    """The ternary sub-secrets (int8, shape (len(seeds), n)) the seeds stand for, in one pass.
+
+    Each polynomial is BLAKE3 in keyed XOF mode (key = the seed, input = its label) read
+    byte by byte; bytes below 243 = 3^5 are kept and each gives five base-3 digits, so
+    every coefficient is exactly uniform on {−1, 0, 1} and independent of the others.
+    The XOF's output is a prefix of any longer output, so the rare polynomial that needs
+    more bytes draws them without changing the ones before.
+    """
+    if len(seeds) != len(labels):
+        raise ValueError("one label per seed")
+    rows, need, draws = len(seeds), -(-n // _TRITS), _draws(n)
+    raw = np.empty((rows, draws), dtype=np.uint8)
+    for r, (seed, label) in enumerate(zip(seeds, labels)):
+        raw[r] = _ternary_bytes(seed, label, draws)
+    keep = raw < 243
+    rank = np.cumsum(keep, axis=1, dtype=np.int32)
+    short = rank[:, -1] < need
+    picked = np.empty((rows, need), dtype=np.uint8)
+    full = ~short
+    picked[full] = raw[full][(keep & (rank <= need))[full]].reshape(-1, need)
+    for r in np.nonzero(short)[0]:
+        longer = draws
+        while True:
+            longer *= 2
+            row = _ternary_bytes(seeds[r], labels[r], longer)
+            row = row[row < 243]
+            if row.size >= need:
+                break
+        picked[r] = row[:need]
+    out = np.ascontiguousarray(_DIGITS[picked].reshape(rows, need * _TRITS)[:, :n])
+    raw.fill(0)
+    picked.fill(0)
+    return out
+
+
 def expand_ternary(seed: bytes, label: bytes, n: int) -> np.ndarray:
     """The ternary sub-secret (int8, n coefficients in {−1, 0, 1}) a seed stands for.
 
     ``label`` binds the context (committee, client, epoch, subset) so one seed can never
-    stand for two sub-secrets.
+    stand for two sub-secrets. Same values as :func:`expand_ternary_many` row by row.
     """
-    values = ternary(_stream(seed, label, b"ternary"), n)
-    out = values.astype(np.int8)
-    values.fill(0)
-    return out
+    return expand_ternary_many([seed], [label], n)[0]
 
 
 def expand_error(seed: bytes, label: bytes, n: int) -> np.ndarray:
