@@ -13,7 +13,7 @@ from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, FormatError
 from .hazmat.sampling import KEY_BYTES, fresh_key
 
 __all__ = ["PartyIdentity", "check_public_key", "open_sealed", "seal_to", "verify_signature"]
@@ -47,7 +47,7 @@ class PartyIdentity:
     @classmethod
     def from_private_bytes(cls, data: object) -> "PartyIdentity":
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(bytes(data)) != KEY_BYTES:
-            raise ValueError(f"a private identity is {KEY_BYTES} bytes")
+            raise FormatError(f"a private identity is {KEY_BYTES} bytes")
         return cls(SigningKey(bytes(data)))
 
     def private_bytes(self) -> bytes:
