@@ -13,7 +13,7 @@ from typing import Any
 import blake3
 import numpy as np
 
-from .errors import ParameterMismatchError
+from .errors import FormatError, HeAggError, ParameterMismatchError
 from .hazmat.noise import NoiseModel
 from .hazmat.wire import seal, tenseal as tenseal_wire
 from .hazmat.wire.envelope import Kind, body_words, open_envelope, seal_envelope
@@ -110,10 +110,20 @@ class PublicContext:
         if params is not None and parsed != params:
             raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
         key = np.array(body_words(body, (2, len(moduli), parsed.n), what))
-        context = cls(parsed, key, parties=meta.integer("parties", 1, MAX_PARTIES),
-                      threshold=meta.integer("threshold", 1, MAX_PARTIES),
-                      secret_terms=meta.integer("secret_terms", 1, MAX_PARTIES),
-                      statistical_bits=meta.integer("statistical_bits", 16, 128))
+        parties = meta.integer("parties", 1, MAX_PARTIES)
+        threshold = meta.integer("threshold", 1, MAX_PARTIES)
+        secret_terms = meta.integer("secret_terms", 1, MAX_PARTIES)
+        statistical_bits = meta.integer("statistical_bits", 16, 128)
+        if threshold > parties or secret_terms > parties:
+            raise FormatError(f"{what}: threshold {threshold} and secret_terms {secret_terms} must not exceed "
+                              f"parties {parties}")
+        try:
+            context = cls(parsed, key, parties=parties, threshold=threshold, secret_terms=secret_terms,
+                          statistical_bits=statistical_bits)
+        except ValueError as exc:  # a constructor check on parsed fields: the bytes are at fault
+            if isinstance(exc, HeAggError):
+                raise
+            raise FormatError(f"{what}: {exc}") from None
         if context.committee_id != meta.hexbytes("committee", 32):
             raise ParameterMismatchError(f"{what}: committee id does not match the key and settings")
         return context

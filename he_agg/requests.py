@@ -19,7 +19,7 @@ import numpy as np
 
 from .ciphertext import CiphertextBatch, view_from_meta
 from .context import MAX_PARTIES, PublicContext
-from .errors import FormatError, ShareBindingError
+from .errors import FormatError, HeAggError, ShareBindingError
 from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
@@ -128,7 +128,13 @@ class DecryptionRequest:
         layout = meta.raw("layout")
         if layout is not None and not isinstance(layout, dict):
             raise FormatError(f"{what}: layout must be an object or null")
-        return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout)
+        contributions = _contributions(meta, what)
+        try:
+            return cls(context, meta.integer("round"), aggregate, contributions, layout)
+        except ValueError as exc:  # a constructor check on parsed fields: the bytes are at fault
+            if isinstance(exc, HeAggError):
+                raise
+            raise FormatError(f"{what}: {exc}") from None
 
     def __repr__(self) -> str:
         return (f"DecryptionRequest(round {self.round_id}, {self.summed} contributions, "
@@ -147,6 +153,10 @@ def _contributions(meta: Meta, what: str) -> list[Contribution]:
             out.append(Contribution(item[0], bytes.fromhex(item[1])))
         except ValueError as exc:
             raise FormatError(f"{what}: bad contribution ({exc})") from None
+    if not out:
+        raise FormatError(f"{what}: no contributions (a request sums at least one)")
+    if len({c.client_id for c in out}) != len(out):
+        raise FormatError(f"{what}: a client appears twice in the contributions")
     return out
 
 
