@@ -330,6 +330,19 @@ def test_chunk_sizes_are_checked_arithmetically(uncompressed_vector: bytes, smal
     assert time.perf_counter() - start < 1.0
 
 
+def test_many_tiny_fields_fail_fast(small_params: Params) -> None:
+    """300,000 empty ciphertext fields, or sizes for far more ciphertexts than present,
+    fail at the first look (were ~10 s of per-field parsing for ~1 MB)."""
+    sizes = b"".join(tw._varint(small_params.slots) for _ in range(300_000))
+    tail = tw._double_field(3, small_params.scale)
+    for blob, match in [(tw._bytes_field(1, sizes) + (tw._key(2, 2) + b"\0") * 300_000 + tail, "less than 16"),
+                        (tw._bytes_field(1, sizes) + tw._bytes_field(2, bytes(16)) + tail, "chunk sizes for 1")]:
+        start = time.perf_counter()
+        with pytest.raises(FormatError, match=match):
+            tw.read_vector(blob, small_params)
+        assert time.perf_counter() - start < 1.0
+
+
 def test_decompression_bomb_is_refused(small_params: Params) -> None:
     """Many ciphertexts of zero residues compress ~1000x: refused before decoding."""
     zero = np.zeros((1, 2, len(small_params.data_moduli), small_params.n), dtype=np.uint64)

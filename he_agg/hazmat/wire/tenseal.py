@@ -68,8 +68,13 @@ class _Field:
     end: int  # end offset for bytes/fixed (== value for varints)
 
 
-def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str) -> list[_Field]:
-    """All fields of one message; every field number and wire type must be in ``allowed``."""
+def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str,
+          min_len: dict[int, int] | None = None) -> list[_Field]:
+    """All fields of one message; every field number and wire type must be in ``allowed``.
+
+    ``min_len`` (field number → bytes) refuses a too-short bytes field as soon as it is
+    read, so a blob of many tiny fields fails at the first one instead of after all.
+    """
     fields: list[_Field] = []
     pos = 0
     while pos < len(buf):
@@ -87,6 +92,8 @@ def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str) -> list[_Fie
             length = 8 if wire_type == _FIXED64 else 4
         if length > len(buf) - pos:
             raise FormatError(f"{what}: protobuf field {number} claims {length} bytes, {len(buf) - pos} remain")
+        if min_len is not None and length < min_len.get(number, 0):
+            raise FormatError(f"{what}: protobuf field {number} is {length} bytes, less than {min_len[number]}")
         fields.append(_Field(number, wire_type, pos, pos + length))
         pos += length
     return fields
@@ -197,15 +204,18 @@ def _check_chunking(sizes: list[int], slots: int, what: str) -> int:
 def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") -> ResidueView:
     """Validate serialized ``CKKSVector`` bytes against ``params`` and locate their residues."""
     view = _as_view(blob, what)
-    fields = _scan(view, {1: {_BYTES, _VARINT}, 2: {_BYTES}, 3: {_FIXED64}}, what)
+    fields = _scan(view, {1: {_BYTES, _VARINT}, 2: {_BYTES}, 3: {_FIXED64}}, what, {2: seal.HEADER.size})
     sizes: list[int] = []
     spans: list[tuple[int, int]] = []
     scale = None
+    count = sum(1 for f in fields if f.number == 2)
     for f in fields:
         if f.number == 1 and f.wire_type == _VARINT:
             sizes.append(f.value)
         elif f.number == 1:
             packed = view[f.value : f.end]
+            if len(packed) > 10 * count:  # a varint is at most 10 bytes: too many sizes
+                raise FormatError(f"{what}: {len(packed)} bytes of chunk sizes for {count} ciphertexts")
             pos = 0
             while pos < len(packed):
                 size, pos = _read_varint(packed, pos, what)
