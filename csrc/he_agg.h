@@ -62,10 +62,12 @@ int heagg_sum_ciphertexts(uint64_t *acc, size_t count, size_t polys, size_t nmod
  * As heagg_sum_ciphertexts, but source s, ciphertext c is the concatenation of nseg byte
  * segments (TenSEAL's zstd frames of raw blocks: the words are split over a few blocks,
  * each behind a 3-byte header). Segment k of (s, c) is at byte offset
- * segments[2 * ((s * count + c) * nseg + k)] from bases[s], its length the next word.
- * The lengths of one (s, c) add up to polys*nmod*n*8 (else HEAGG_ERR_ARGUMENT, nothing
- * touched); zero-length segments are allowed (padding); a word may straddle two or more
- * segments. Only bytes inside the segments are read. Validation, lazy reduction,
+ * segments[2 * ((s * count + c) * nseg + k)] from bases[s]; the next word is its
+ * CUMULATIVE END, the byte of the concatenation where it stops (segment k holds bytes
+ * [end[k-1], end[k]) of it, end[-1] = 0). The ends of one (s, c) are nondecreasing and
+ * the last is polys*nmod*n*8 (else HEAGG_ERR_ARGUMENT, nothing touched); zero-length
+ * segments are allowed (padding); a word may straddle two or more segments; the segment
+ * of a word is found by binary search (O(log nseg)). Only bytes inside the segments are read. Validation, lazy reduction,
  * rollback and the fault reported are exactly those of heagg_sum_ciphertexts (fault->word
  * counts words of the concatenation).
  */

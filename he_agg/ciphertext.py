@@ -34,7 +34,8 @@ _DIGEST_DOMAIN = b"he_agg.ciphertext.v1\0"
 
 
 def _count_for(length: int, params: Params) -> int:
-    return len(tenseal.chunk_sizes(length, params.slots))
+    """Ciphertexts for ``length`` values, by arithmetic (no list: ``length`` may be untrusted)."""
+    return tenseal.chunk_count(length, params.slots)
 
 
 class CiphertextBatch:

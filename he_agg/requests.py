@@ -21,7 +21,7 @@ import numpy as np
 
 from .ciphertext import CiphertextBatch, view_from_meta
 from .context import MAX_PARTIES, PublicContext
-from .errors import FormatError, ShareBindingError
+from .errors import FormatError, HeAggError, ShareBindingError
 from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
@@ -172,6 +172,10 @@ def _contributions(meta: Meta, what: str) -> list[Contribution]:
             out.append(Contribution(item[0], bytes.fromhex(item[1])))
         except ValueError as exc:
             raise FormatError(f"{what}: bad contribution ({exc})") from None
+    if not out:
+        raise FormatError(f"{what}: no contributions (a request sums at least one)")
+    if len({c.client_id for c in out}) != len(out):
+        raise FormatError(f"{what}: a client appears twice in the contributions")
     return out
 
 

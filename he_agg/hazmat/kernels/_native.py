@@ -100,13 +100,19 @@ def sum_ciphertexts(
 def sum_segmented(
     acc: np.ndarray, bufs: list[np.ndarray], segments: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
-    """As sum_ciphertexts; segments is (nsrc, count, nseg, 2): byte offset, byte length."""
+    """As sum_ciphertexts; segments is (nsrc, count, nseg, 2): byte offset, byte length.
+
+    The C core takes (byte offset, cumulative end) so that it can binary-search a word's
+    segment; a wrapped sum shows as a decreasing end, which the core refuses.
+    """
     count, polys, nmod, n = acc.shape
     keep, bases = _bases(bufs)
+    table = np.array(segments, dtype=np.uint64, order="C", copy=True)
+    np.cumsum(table[..., 1], axis=-1, dtype=np.uint64, out=table[..., 1])
     fault = ffi.new("heagg_fault *")
     rc = lib.heagg_sum_segmented(
         _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
-        bases, _ptr(segments), segments.shape[2], len(bufs), fault,
+        bases, _ptr(table), table.shape[2], len(bufs), fault,
     )
     del keep
     return _fault(rc, fault, "sum_segmented")

@@ -47,6 +47,15 @@ def sum_ciphertexts(
     return sum_segmented(acc, bufs, segments, moduli)
 
 
+def _gather(buf: np.ndarray, segs: np.ndarray) -> np.ndarray:
+    """The concatenation of the byte segments (offset, length) of one ciphertext, by one
+    fancy-indexing pass: linear in the bytes and segments, however small the segments."""
+    offsets, lengths = segs[:, 0].astype(np.int64), segs[:, 1].astype(np.int64)
+    starts = np.cumsum(lengths) - lengths  # where each segment begins in the concatenation
+    index = np.repeat(offsets - starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return buf[index]
+
+
 def sum_segmented(
     acc: np.ndarray, bufs: list[np.ndarray], segments: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
@@ -61,8 +70,7 @@ def sum_segmented(
     total = acc.copy()
     for s, (buf, segs) in enumerate(zip(bufs, segments)):
         for c in range(count):
-            blob = b"".join(buf[o : o + length].tobytes() for o, length in segs[c].tolist())
-            words = np.frombuffer(blob, dtype=_U64, count=ct_words).reshape(polys, nmod, n)
+            words = _gather(buf, segs[c]).view(_U64).reshape(polys, nmod, n)
             bad = _first_bad(words, qs)
             if bad is not None:
                 return s, c * ct_words + bad

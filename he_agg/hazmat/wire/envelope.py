@@ -29,6 +29,7 @@ import enum
 import hmac
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -36,9 +37,9 @@ from typing import Any, Mapping
 import blake3
 import numpy as np
 
-from ...errors import ChecksumError, FormatError
+from ...errors import ChecksumError, FormatError, ResourceLimitError
 
-__all__ = ["Envelope", "Kind", "Meta", "as_bytes", "body_hash", "body_words", "open_envelope", "seal_envelope"]
+__all__ = ["Envelope", "Kind", "Meta", "as_bytes", "body_hash", "body_words", "open_envelope", "parse_meta", "seal_envelope"]
 
 MAGIC = b"HEAG"
 VERSION = 1
@@ -134,19 +135,120 @@ def open_envelope(data: object, expected: Kind, what: str) -> Envelope:
         raise ChecksumError(f"{what}: checksum mismatch, the bytes were corrupted in transit or storage")
     if any(view[_FIXED.size + meta_len : body_start]):
         raise FormatError(f"{what}: non-zero padding")
-    try:
-        meta = json.loads(bytes(view[_FIXED.size : _FIXED.size + meta_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{what}: meta is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise FormatError(f"{what}: meta is not a JSON object")
+    meta = parse_meta(bytes(view[_FIXED.size : _FIXED.size + meta_len]), what)
     return Envelope(Kind(kind), Meta(meta, what), body, hashed)
 
 
+# -- the meta JSON parser: bounded before and while json.loads runs ---------------------------
+
+#: Deepest nesting of arrays/objects a meta may have (he_agg's own metas use 4).
+MAX_META_DEPTH = 32
+#: Most values (array items and object members) a meta may hold in all.
+MAX_META_ITEMS = 1 << 17
+#: Longest integer literal (digits and sign): 2^128 has 39 digits; every field is far smaller.
+MAX_INT_DIGITS = 40
+#: Longest number literal with a fraction or exponent.
+MAX_FLOAT_CHARS = 64
+
+#: A JSON string token; an unterminated one runs to the end (json.loads stops there anyway).
+#: Each match starts at an opening quote and never backtracks: linear in the meta's size.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+
+
+class _MetaRefused(Exception):
+    """Raised inside json.loads hooks; becomes a FormatError naming the reason."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise _MetaRefused(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_FLOAT_CHARS:
+        raise _MetaRefused(f"a number literal of {len(text)} characters (at most {MAX_FLOAT_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _MetaRefused(f"the number {text[:20]} overflows a double")
+    return value
+
+
+def _parse_constant(text: str) -> float:
+    raise _MetaRefused(f"{text} (JSON has no non-finite numbers)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _MetaRefused("a duplicated key")
+    return out
+
+
+def _check_structure(raw: bytes) -> None:
+    """Nesting depth and item count of JSON text, measured without recursion.
+
+    Strings are blanked first (brackets and commas inside them are text); the depth at
+    every byte is then a running sum of opening minus closing brackets. A negative depth
+    (more closes than opens) is refused too: no valid JSON has one.
+    """
+    skeleton = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
+    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
+    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
+    if not opens.any():
+        return
+    depth = np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    if int(depth.max()) > MAX_META_DEPTH:
+        raise _MetaRefused(f"nesting deeper than {MAX_META_DEPTH}")
+    if int(depth.min()) < 0:
+        raise _MetaRefused("a closing bracket without an opening one")
+    items = int(np.count_nonzero(skeleton == ord(","))) + int(np.count_nonzero(opens))
+    if items > MAX_META_ITEMS:
+        raise _MetaRefused(f"more than {MAX_META_ITEMS} values")
+
+
+def parse_meta(raw: bytes, what: str) -> dict[str, Any]:
+    """Parse an envelope's meta JSON with every cost bounded; FormatError for anything else.
+
+    Refused before or while json.loads runs: invalid UTF-8, nesting deeper than
+    MAX_META_DEPTH (checked without recursion, before parsing), more than MAX_META_ITEMS
+    values, integer literals longer than MAX_INT_DIGITS, non-finite numbers (1e400, NaN,
+    Infinity), duplicated keys, and a top level that is not an object.
+    """
+    if len(raw) > MAX_META:
+        raise ResourceLimitError(f"{what}: meta is {len(raw)} bytes, more than {MAX_META}")
+    try:
+        text = raw.decode("utf-8")
+        _check_structure(raw)
+        meta = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
+                          object_pairs_hook=_unique_keys)
+    except _MetaRefused as exc:
+        raise ResourceLimitError(f"{what}: meta refused: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what}: meta is not valid JSON ({exc})") from None
+    except (RecursionError, ValueError, OverflowError, MemoryError) as exc:  # defence in depth
+        raise FormatError(f"{what}: meta is not acceptable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"{what}: meta is not a JSON object")
+    return meta
+
+
+def _short(value: Any) -> str:
+    """A bounded repr of an untrusted value, for error messages."""
+    text = repr(value) if isinstance(value, (int, float, str, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Meta:
-    """Typed, validated access to an envelope's JSON meta: every read names what was wrong."""
+    """Typed, validated access to an envelope's JSON meta: every read names what was wrong.
+
+    Every accessor raises FormatError (never TypeError, ValueError or OverflowError) for a
+    missing field, a wrong type or a value out of range; messages show bounded reprs.
+    """
 
     def __init__(self, data: dict[str, Any], what: str) -> None:
+        if not isinstance(data, dict):
+            raise FormatError(f"{what}: meta is not a JSON object")
         self._data = data
         self._what = what
 
@@ -161,14 +263,16 @@ class Meta:
     def integer(self, key: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
         value = self._get(key)
         if type(value) is not int or not lo <= value <= hi:
-            raise FormatError(f"{self._what}: field {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+            raise FormatError(f"{self._what}: field {key!r} must be an integer in [{lo}, {hi}], got {_short(value)}")
         return value
 
     def number(self, key: str) -> float:
         value = self._get(key)
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise FormatError(f"{self._what}: field {key!r} must be a finite number, got {value!r}")
-        return float(value)
+        if type(value) is int and abs(value) < 1 << 1023:
+            return float(value)
+        if type(value) is not float or not math.isfinite(value):
+            raise FormatError(f"{self._what}: field {key!r} must be a finite number, got {_short(value)}")
+        return value
 
     def text(self, key: str, max_len: int = 4096) -> str:
         value = self._get(key)
@@ -182,8 +286,8 @@ class Meta:
             raw = bytes.fromhex(value)
         except ValueError:
             raise FormatError(f"{self._what}: field {key!r} is not hex") from None
-        if len(raw) != size:
-            raise FormatError(f"{self._what}: field {key!r} must be {size} bytes")
+        if len(raw) != size or value != raw.hex():  # canonical lower-case hex, no spaces
+            raise FormatError(f"{self._what}: field {key!r} must be {size} bytes as {2 * size} lower-case hex digits")
         return raw
 
     def integers(self, key: str, lo: int = 0, hi: int = (1 << 63) - 1, max_len: int = 1 << 20) -> list[int]:
@@ -192,7 +296,7 @@ class Meta:
             raise FormatError(f"{self._what}: field {key!r} must be a list of at most {max_len} integers")
         for item in value:
             if type(item) is not int or not lo <= item <= hi:
-                raise FormatError(f"{self._what}: field {key!r} holds {item!r}, outside [{lo}, {hi}]")
+                raise FormatError(f"{self._what}: field {key!r} holds {_short(item)}, outside [{lo}, {hi}]")
         return list(value)
 
     def as_dict(self) -> dict[str, Any]:
@@ -200,7 +304,11 @@ class Meta:
         return json.loads(json.dumps(self._data))
 
     def raw(self, key: str) -> Any:
-        """An unvalidated value, for callers that validate structure themselves."""
+        """An unvalidated value, for callers that validate structure themselves.
+
+        It is JSON parsed by :func:`parse_meta`: bounded depth and size, finite numbers,
+        integers of at most MAX_INT_DIGITS digits; its type is still the caller's to check.
+        """
         return self._get(key)
 
 

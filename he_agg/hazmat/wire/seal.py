@@ -36,6 +36,7 @@ from ...params import Params
 __all__ = [
     "CT_DATA_OFFSET",
     "SealHeader",
+    "ZSTD_MIN_RAW_BLOCK",
     "check_residues",
     "ciphertext_bytes",
     "decode_ciphertext",
@@ -246,6 +247,12 @@ def locate_ciphertext(blob: memoryview, params: Params, what: str) -> int:
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_MAX_BLOCK = 128 * 1024
+#: Every raw block but the last must hold at least this many bytes to be read in place.
+#: libzstd cuts frames into blocks of min(128 KiB, window) and TenSEAL's are 128 KiB; a
+#: frame cut finer is still valid zstd, but each segment costs the summing kernel and the
+#: parser a step, so such frames go to libzstd's decoder (size-bounded) instead. This caps
+#: the segments of a ciphertext at ciphertext_bytes / 4 KiB + 1.
+ZSTD_MIN_RAW_BLOCK = 4096
 
 
 def _zstd_raw_blocks(body: memoryview, expected: int) -> list[tuple[int, int]] | None:
@@ -255,7 +262,8 @@ def _zstd_raw_blocks(body: memoryview, expected: int) -> list[tuple[int, int]] |
     optional content size, then blocks with 3-byte headers (bit 0 last, bits 1-2 type,
     0 = raw/stored, bits 3-23 size). Returns None — and the caller decompresses with the
     full decoder, which reports any error — for anything else: compressed or RLE blocks,
-    a content checksum (which only the decoder verifies), a dictionary, a size mismatch.
+    a content checksum (which only the decoder verifies), a dictionary, a size mismatch,
+    a block but the last shorter than ZSTD_MIN_RAW_BLOCK (found at the first such block).
     """
     if len(body) < 6 or bytes(body[:4]) != _ZSTD_MAGIC:
         return None
@@ -280,6 +288,8 @@ def _zstd_raw_blocks(body: memoryview, expected: int) -> list[tuple[int, int]] |
         pos += 3
         kind, size = (header >> 1) & 3, header >> 3
         if kind != 0 or size > _ZSTD_MAX_BLOCK or pos + size > len(body):
+            return None
+        if not header & 1 and size < ZSTD_MIN_RAW_BLOCK:
             return None
         blocks.append((pos, size))
         pos += size

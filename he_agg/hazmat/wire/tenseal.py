@@ -23,13 +23,15 @@ from typing import Union
 
 import numpy as np
 
-from ...errors import FormatError, ParameterError, ParameterMismatchError
+from ...errors import FormatError, ParameterError, ParameterMismatchError, ResourceLimitError
 from ...params import Params
 from . import seal
 from .envelope import as_bytes
 
 __all__ = [
     "ResidueView",
+    "chunk_count",
+    "chunk_sizes",
     "read_context",
     "read_context_params",
     "read_secret_key",
@@ -66,8 +68,13 @@ class _Field:
     end: int  # end offset for bytes/fixed (== value for varints)
 
 
-def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str) -> list[_Field]:
-    """All fields of one message; every field number and wire type must be in ``allowed``."""
+def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str,
+          min_len: dict[int, int] | None = None) -> list[_Field]:
+    """All fields of one message; every field number and wire type must be in ``allowed``.
+
+    ``min_len`` (field number → bytes) refuses a too-short bytes field as soon as it is
+    read, so a blob of many tiny fields fails at the first one instead of after all.
+    """
     fields: list[_Field] = []
     pos = 0
     while pos < len(buf):
@@ -85,6 +92,8 @@ def _scan(buf: memoryview, allowed: dict[int, set[int]], what: str) -> list[_Fie
             length = 8 if wire_type == _FIXED64 else 4
         if length > len(buf) - pos:
             raise FormatError(f"{what}: protobuf field {number} claims {length} bytes, {len(buf) - pos} remain")
+        if min_len is not None and length < min_len.get(number, 0):
+            raise FormatError(f"{what}: protobuf field {number} is {length} bytes, less than {min_len[number]}")
         fields.append(_Field(number, wire_type, pos, pos + length))
         pos += length
     return fields
@@ -171,24 +180,42 @@ class ResidueView:
         return [b"".join(bytes(whole[o : o + n]) for o, n in segments.tolist() if n) for segments in self.offsets]
 
 
+def chunk_count(length: int, slots: int) -> int:
+    """How many ciphertexts TenSEAL splits ``length`` values into (0 for length <= 0)."""
+    return -(-length // slots) if length > 0 else 0
+
+
 def chunk_sizes(length: int, slots: int) -> list[int]:
-    """TenSEAL's chunking of a vector of ``length`` values into ciphertexts of ``slots``."""
+    """TenSEAL's chunking of a vector of ``length`` values into ciphertexts of ``slots``.
+
+    Builds a list: only for lengths already bounded by real data (see :func:`chunk_count`).
+    """
     full, rest = divmod(length, slots)
     return [slots] * full + ([rest] if rest else [])
+
+
+def _check_chunking(sizes: list[int], slots: int, what: str) -> int:
+    """The vector length if ``sizes`` is TenSEAL's chunking (all full but a non-empty last)."""
+    if any(size != slots for size in sizes[:-1]) or not 1 <= sizes[-1] <= slots:
+        raise FormatError(f"{what}: chunk sizes {sizes[:4]}… are not TenSEAL's chunking into {slots}-value ciphertexts")
+    return slots * (len(sizes) - 1) + sizes[-1]
 
 
 def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") -> ResidueView:
     """Validate serialized ``CKKSVector`` bytes against ``params`` and locate their residues."""
     view = _as_view(blob, what)
-    fields = _scan(view, {1: {_BYTES, _VARINT}, 2: {_BYTES}, 3: {_FIXED64}}, what)
+    fields = _scan(view, {1: {_BYTES, _VARINT}, 2: {_BYTES}, 3: {_FIXED64}}, what, {2: seal.HEADER.size})
     sizes: list[int] = []
     spans: list[tuple[int, int]] = []
     scale = None
+    count = sum(1 for f in fields if f.number == 2)
     for f in fields:
         if f.number == 1 and f.wire_type == _VARINT:
             sizes.append(f.value)
         elif f.number == 1:
             packed = view[f.value : f.end]
+            if len(packed) > 10 * count:  # a varint is at most 10 bytes: too many sizes
+                raise FormatError(f"{what}: {len(packed)} bytes of chunk sizes for {count} ciphertexts")
             pos = 0
             while pos < len(packed):
                 size, pos = _read_varint(packed, pos, what)
@@ -203,9 +230,7 @@ def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") 
         raise FormatError(f"{what}: no ciphertexts")
     if len(sizes) != len(spans):
         raise FormatError(f"{what}: {len(sizes)} chunk sizes for {len(spans)} ciphertexts")
-    length = sum(sizes)
-    if sizes != chunk_sizes(length, params.slots):
-        raise FormatError(f"{what}: chunk sizes {sizes[:4]}… are not TenSEAL's chunking into {params.slots}-value ciphertexts")
+    length = _check_chunking(sizes, params.slots, what)
     if scale is None:
         raise FormatError(f"{what}: no scale field")
     chunks = [view[start:end] for start, end in spans]
@@ -214,6 +239,7 @@ def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") 
     if in_place is not None:  # zero copy: raw SEAL objects, or zstd frames of stored blocks
         _check_vector_scale(scale, params, what)
         return ResidueView(view, in_place, length, False)
+    _check_expansion(len(chunks), len(view), params, what)
     nmod = len(params.data_moduli)
     decoded = np.empty((len(chunks), 2, nmod, params.n), dtype=np.uint64)
     for c, (chunk, label) in enumerate(zip(chunks, labels)):
@@ -221,6 +247,22 @@ def read_vector(blob: object, params: Params, what: str = "TenSEAL CKKSVector") 
     _check_vector_scale(scale, params, what)
     step = np.uint64(decoded[0].nbytes)
     return ResidueView(decoded, np.arange(len(chunks), dtype=np.uint64) * step, length, False)
+
+
+#: Compressed ciphertexts decode to at most this many times their size in all. Residues
+#: are uniform below their primes (≥ 2 bits of entropy per 64-bit word), so an honest
+#: vector compresses at most ~32×; a higher ratio is a decompression bomb.
+MAX_EXPANSION = 64
+
+
+def _check_expansion(count: int, size: int, params: Params, what: str) -> None:
+    """Refuse to allocate ``count`` decoded ciphertexts out of ``size`` bytes of input."""
+    needed = count * seal.ciphertext_bytes(params)
+    if needed > MAX_EXPANSION * size:
+        raise ResourceLimitError(
+            f"{what}: {count} compressed ciphertexts would decode to {needed} bytes from {size}, "
+            f"more than {MAX_EXPANSION}× (residues do not compress that well)"
+        )
 
 
 def _residue_segments(chunk: memoryview, params: Params, label: str) -> list[tuple[int, int]] | None:
