@@ -53,10 +53,12 @@ def reseal(kind: int, meta: bytes, body: bytes) -> bytes:
 
 def _split(valid: bytes) -> tuple[int, Any, bytes] | None:
     """(kind, parsed meta, body) of a he_agg envelope, or None for other bytes."""
-    if valid[:4] != envelope.MAGIC:
+    if valid[:4] != envelope.MAGIC or len(valid) < envelope._FIXED.size:
         return None
-    _, _, kind, meta_len, _, body_len = envelope._FIXED.unpack_from(valid)
+    _, version, kind, meta_len, _, body_len = envelope._FIXED.unpack_from(valid)
     start = envelope._body_offset(meta_len)
+    if version != envelope.VERSION or start + body_len + 32 != len(valid):
+        return None  # another format that happens to start with the magic (e.g. a ticket)
     meta = json.loads(valid[envelope._FIXED.size : envelope._FIXED.size + meta_len])
     return kind, meta, valid[start : start + body_len]
 

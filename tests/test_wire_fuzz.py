@@ -27,6 +27,7 @@ from he_agg.errors import FormatError, HeAggError, ResourceLimitError
 from he_agg.hazmat.wire import seal
 from he_agg.hazmat.wire import tenseal as tw
 from he_agg.hazmat.wire.envelope import MAX_META_DEPTH, Kind, Meta, open_envelope, parse_meta
+from he_agg.identity import PartyIdentity
 from he_agg.params import Params
 from he_agg.requests import DecryptionRequest, DecryptionShare
 
@@ -57,7 +58,8 @@ def envelope_bytes(small_ctx, small_params: Params) -> bytes:  # type: ignore[no
 def context(small_ctx, small_params: Params) -> PublicContext:  # type: ignore[no-untyped-def]
     """A 2-of-3 public context around the TenSEAL context's own public key."""
     public_key = tw.read_context(small_ctx.serialize(save_secret_key=False)).public_key
-    return PublicContext(small_params, public_key, parties=3, threshold=2, secret_terms=1)
+    roster = tuple(PartyIdentity.generate().public_key for _ in range(3))
+    return PublicContext(small_params, public_key, parties=3, threshold=2, roster=roster, secret_terms=1)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def share_bytes(context: PublicContext, update: EncryptedUpdate) -> bytes:
     rng = np.random.default_rng(5)
     residues = np.stack([rng.integers(0, q, size=(update.ciphertext.count, params.n), dtype=np.uint64)
                          for q in params.data_moduli], axis=1)
-    return DecryptionShare(1, (0, 1), bytes(range(32)), context.committee_id, residues).to_bytes()
+    return DecryptionShare(1, (0, 1), bytes(range(32)), context.committee_id, residues, 2.0**50).to_bytes()
 
 
 # -- fuzzing, one test per entry point ---------------------------------------------------------
@@ -138,7 +140,8 @@ def test_fuzz_aggregator_add(update: EncryptedUpdate, context: PublicContext) ->
 
 def test_fuzz_aggregator_add_raw_vector(raw_zstd_vector: bytes, ctx, params: Params) -> None:  # type: ignore[no-untyped-def]
     public_key = tw.read_context(ctx.serialize(save_secret_key=False)).public_key
-    big = PublicContext(params, public_key, parties=1, threshold=1, secret_terms=1)
+    big = PublicContext(params, public_key, parties=1, threshold=1, roster=(PartyIdentity.generate().public_key,),
+                        secret_terms=1)
     _, layout = __import__("he_agg.packing", fromlist=["flatten"]).flatten(np.zeros(300))
 
     def add(blob: bytes) -> None:
@@ -234,10 +237,12 @@ def test_context_scale_10_400_and_threshold_above_parties(context: PublicContext
         PublicContext.from_bytes(_resealed(valid, _set("scale", str(10**400))))
     with pytest.raises(FormatError, match="finite number"):  # an integer no double holds
         Meta({"scale": 2**1100}, "t").number("scale")
-    with pytest.raises(FormatError, match="must not exceed parties"):  # was ValueError
+    with pytest.raises(FormatError):  # was ValueError
         PublicContext.from_bytes(_resealed(_resealed(valid, _set("threshold", "3")), _set("parties", "2")))
-    with pytest.raises(FormatError, match="must not exceed parties"):
-        PublicContext.from_bytes(_resealed(valid, _set("secret_terms", "4")))
+    with pytest.raises(FormatError, match="inconsistent committee settings"):
+        PublicContext.from_bytes(_resealed(valid, _set("threshold", "4")))
+    with pytest.raises(FormatError, match="inconsistent committee settings"):
+        PublicContext.from_bytes(_resealed(valid, _set("secret_terms", "100")))
 
 
 def test_request_duplicate_or_empty_contributions(request_bytes: bytes, context: PublicContext) -> None:
