@@ -1,17 +1,26 @@
 """Ten hospitals train a model and query statistics; only encrypted aggregates leave a hospital.
 
-1. A 3-of-5 decryption committee runs dealer-free key generation: three rounds of
-   Ed25519-signed messages (bytes in, bytes out), relayed here in one process.
-2. Federated feature standardisation: every hospital encrypts the moments of its 30
-   features; the committee releases only the pooled means and variances.
+Enrolled-client mode (the default, ``--mode enrolled``):
+
+1. A 3-of-5 committee of members with Ed25519 identities publishes its context; every
+   hospital enrolls once for the key epoch: it sends one signed dealing (its own secret,
+   replicated-shared among the members), every member answers with a signed ack, and each
+   member accepts the hospital once all n acks agree. Every message is bytes.
+2. Federated feature standardisation: every hospital uploads the moments of its 30
+   features (c0 only, 32 bytes per value, plus a ticket signed by its enrolled key); the
+   committee releases only the pooled means and variances.
 3. Federated logistic regression (FedAvg): each round, every hospital trains locally
-   from the global model and sends its encrypted weights, weighted by its number of
-   patients; the server sums ciphertexts; the committee releases only the weighted mean.
-   Each release takes two steps: a quorum of members recomputes the aggregate from the
-   submissions and approves the request, then the request's active set answers with
-   decryption shares against that quorum certificate.
+   from the global model and uploads its weights, weighted by its number of patients; the
+   server sums the uploads; the committee releases only the weighted mean. Each release
+   takes two steps: a quorum of members checks the request τ_r (contributors enrolled,
+   tickets signed) and approves it, then the request's active set answers with decryption
+   shares against that quorum certificate.
    Plaintext FedAvg runs on the same partitions beside it, for comparison.
 4. A federated statistics query: mean, variance and histogram of one feature.
+
+Public-key mode (``--mode public-key``, for unmodified TenSEAL clients) runs the same
+story after dealer-free key generation (three rounds of signed messages); there members
+recompute the aggregate from the submissions before approving.
 
 Data: the Wisconsin breast-cancer dataset shipped with scikit-learn (569 patients).
 """
@@ -29,20 +38,27 @@ from . import stats
 from .aggregator import Aggregator
 from .committee import Committee
 from .client import encrypt
-from .context import PublicContext
+from .context import EnrolledContext, PublicContext
+from .enrolled import EnrolledClient
 from .errors import UsageError
 from .hazmat.replicated import MAX_MEMBERS
 from .identity import PartyIdentity
 from .keygen import KeygenConfig, KeygenParty
 from .keyshare import Policy
-from .params import AGGREGATION
+from .member import EnrolledMember, EnrolledPolicy
+from .params import AGGREGATION, ENROLLED
 from .quorum import QuorumCertificate, quorum_size
-from .requests import DecryptionRequest
+from .requests import DecryptionRequest, EnrolledRequest
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["MODES", "add_arguments", "run"]
+
+MODES = ("enrolled", "public-key")
+EPOCH = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES, default="enrolled",
+                        help="enrolled clients (default) or public-key mode for unmodified TenSEAL clients")
     parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals (default 10)")
     parser.add_argument("--rounds", type=int, default=6, help="federated training rounds (default 6)")
     parser.add_argument("--local-epochs", type=int, default=20, help="gradient steps per hospital per round")
@@ -73,6 +89,26 @@ def _load_partitions(hospitals: int, seed: int) -> tuple[list[tuple[np.ndarray, 
     cuts = np.sort(rng.choice(np.arange(10, len(x_train) - 10), hospitals - 1, replace=False))
     parts = [(x_train[idx], y_train[idx]) for idx in np.split(order, cuts)]
     return parts, x_test, y_test, list(data.feature_names)
+
+
+# -- public-key mode -----------------------------------------------------------------------
+
+
+class _PublicKeyRounds:
+    """Dealer-free key generation, then rounds of TenSEAL-style encryption under the collective key."""
+
+    setup_phase = "key generation"
+    budget_unit = "shares"
+
+    def __init__(self, parties: int, threshold: int, hospitals: int) -> None:
+        self.hospitals = hospitals
+        self.committee, self.setup_bytes = _keygen(parties, threshold)
+
+    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None) -> tuple[Any, int]:
+        return _encrypted_round(self.committee, updates, round_id, timer, weights)
+
+    def budget_used(self) -> int:
+        return self.committee[0].used
 
 
 def _keygen(parties: int, threshold: int) -> tuple[Committee, int]:
@@ -119,6 +155,73 @@ def _encrypted_round(committee: Committee, updates: list[Any], round_id: int, ti
     value = aggregator.finalize(shares)
     timer.add("committee decrypt", time.perf_counter() - start)
     return value, len(blobs[0])
+
+
+# -- enrolled-client mode ------------------------------------------------------------------
+
+
+class _EnrolledRounds:
+    """Members publish an enrolled context; every hospital enrolls (dealing → acks) once for the
+    epoch; each round moves uploads, τ_r, approvals, the certificate and shares as bytes."""
+
+    setup_phase = "enrollment"
+    budget_unit = "coefficients"
+
+    def __init__(self, parties: int, threshold: int, hospitals: int) -> None:
+        identities = [PartyIdentity.generate() for _ in range(parties)]
+        context = EnrolledContext(ENROLLED, tuple(i.public_key for i in identities), threshold)
+        wire = context.to_bytes()  # what the hospitals and the server receive
+        self.context = EnrolledContext.from_bytes(wire, ENROLLED)
+        # Each member floods for this policy's whole epoch: at most every hospital in one release,
+        # 2^24 coefficients answered (about 2,000 single-ciphertext releases) before re-enrollment.
+        policy = EnrolledPolicy(min_clients=3, max_clients=max(hospitals, 3), epoch_coefficients=1 << 24)
+        self.members = [EnrolledMember.create(EnrolledContext.from_bytes(wire, ENROLLED), i, identity, policy)
+                        for i, identity in enumerate(identities)]
+        self.hospitals = hospitals
+        self.clients = [self._enroll(f"hospital-{k}") for k in range(hospitals)]
+        self.setup_bytes = len(wire) + self._dealing_bytes + parties * self._ack_bytes
+
+    def _enroll(self, client_id: str) -> EnrolledClient:
+        client = EnrolledClient.create(self.context, client_id, EPOCH)
+        for member in self.members:  # each member's operator admits the hospital's key
+            member.enrollment.admit(client_id, client.public_key)
+        dealing = client.dealing()  # one signed message, the same bytes to every member
+        acks = [member.enrollment.receive(dealing) for member in self.members]
+        for member in self.members:
+            member.enrollment.accept(acks)  # all n acks "ok" on one dealing → enrolled
+        client.confirm(acks)
+        self._dealing_bytes, self._ack_bytes = len(dealing), max(len(a) for a in acks)
+        return client
+
+    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None) -> tuple[Any, int]:
+        context = self.context
+        start = time.perf_counter()
+        blobs = [client.encrypt(u, round_id=round_id, weight=None if weights is None else weights[i],
+                                max_clients=self.hospitals) for i, (client, u) in enumerate(zip(self.clients, updates))]
+        timer.add("client encrypt", time.perf_counter() - start)
+        start = time.perf_counter()
+        aggregator = Aggregator(context, round_id, epoch=EPOCH, min_clients=3)
+        for blob in blobs:
+            aggregator.add(blob)
+        active = list(range(context.threshold))
+        request_bytes = aggregator.decryption_request(active_sets=[active]).to_bytes()
+        timer.add("server aggregate", time.perf_counter() - start)
+        # Each member receives τ_r as bytes, checks contributors and tickets, and signs it.
+        start = time.perf_counter()
+        quorum = range(quorum_size(context.parties, context.colluders))
+        received = {p: EnrolledRequest.from_bytes(request_bytes, self.members[p].context) for p in quorum}
+        approvals = [self.members[p].approve(received[p]).to_bytes() for p in quorum]
+        timer.add("committee approve", time.perf_counter() - start)
+        start = time.perf_counter()
+        request = received[0]
+        certificate = QuorumCertificate.collect(request.round_id, request.digest, approvals).to_bytes()
+        shares = [self.members[p].decryption_share(received[p], certificate).to_bytes() for p in active]
+        value = aggregator.finalize(shares)
+        timer.add("committee decrypt", time.perf_counter() - start)
+        return value, len(blobs[0])
+
+    def budget_used(self) -> int:
+        return self.members[0].spent(EPOCH)
 
 
 def _reference_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,14 +271,18 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     timer = _Timer()
     parts, x_test, y_test, names = _load_partitions(args.hospitals, args.seed)
     features = x_test.shape[1]
-    report: dict[str, Any] = {"hospitals": args.hospitals, "patients": [len(y) for _, y in parts],
+    report: dict[str, Any] = {"mode": args.mode, "hospitals": args.hospitals, "patients": [len(y) for _, y in parts],
                               "committee": f"{args.threshold}-of-{args.parties}", "rounds": []}
 
-    step("dealer-free key generation")
+    kind = _EnrolledRounds if args.mode == "enrolled" else _PublicKeyRounds
+    step("client enrollment" if args.mode == "enrolled" else "dealer-free key generation")
     start = time.perf_counter()
-    committee, keygen_bytes = _keygen(args.parties, args.threshold)
-    timer.add("key generation", time.perf_counter() - start)
-    report["keygen_message_bytes"] = keygen_bytes
+    session = kind(args.parties, args.threshold, args.hospitals)
+    timer.add(kind.setup_phase, time.perf_counter() - start)
+    if args.mode == "enrolled":
+        report["enrollment_message_bytes"] = session.setup_bytes
+    else:
+        report["keygen_message_bytes"] = session.setup_bytes
 
     step("federated standardisation (encrypted moments of every feature)")
     # Public reference ranges (in practice: published clinical ranges). Each hospital
@@ -184,7 +291,7 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     unit = stats.Moments(-1.0, 1.0)
     encodings = [np.concatenate([unit.encode((x[:, j] - centre[j]) / half[j]) for j in range(features)])
                  for x, _ in parts]
-    summed, _ = _encrypted_round(committee, encodings, 0, timer)
+    summed, _ = session.round(encodings, 0, timer)
     pooled = [unit.decode(summed[3 * j : 3 * j + 3]) for j in range(features)]
     mean = centre + half * np.array([p.mean for p in pooled])
     std = half * np.array([p.std for p in pooled])
@@ -200,7 +307,7 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     for round_id in range(1, args.rounds + 1):
         step(f"federated training round {round_id}/{args.rounds}")
         local = [_local_train(encrypted, x, y, args.local_epochs) for x, y in scaled]
-        encrypted, sent = _encrypted_round(committee, local, round_id, timer, sizes)
+        encrypted, sent = session.round(local, round_id, timer, sizes)
         plain_local = [_local_train(plain, x, y, args.local_epochs) for x, y in scaled]
         plain = {k: np.average([m[k] for m in plain_local], axis=0, weights=sizes) for k in plain}
         report["rounds"].append({
@@ -216,7 +323,7 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     column = [x[:, feature] for x, _ in parts]
     moment, histogram = stats.Moments(0.0, 40.0), stats.Histogram(tuple(np.arange(5.0, 31.0, 2.5).tolist()))
     query = [np.concatenate([moment.encode(c), histogram.encode(c)]) for c in column]
-    summed, _ = _encrypted_round(committee, query, args.rounds + 1, timer)
+    summed, _ = session.round(query, args.rounds + 1, timer)
     m, h = moment.decode(summed[: moment.length]), histogram.decode(summed[moment.length :])
     report["query"] = {
         "feature": "mean radius", "count": m.count, "mean": m.mean, "variance": m.sample_variance,
@@ -225,7 +332,8 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
         "plaintext_variance": float(np.concatenate(column).var(ddof=1)),
     }
     report["seconds_per_phase"] = timer.phases
-    report["decryption_budget_used"] = committee[0].used
+    report["decryption_budget_used"] = session.budget_used()
+    report["decryption_budget_unit"] = kind.budget_unit
     return report
 
 
@@ -234,10 +342,15 @@ def render(report: dict[str, Any]) -> Any:
     from rich.console import Group
     from rich.table import Table
 
+    if report["mode"] == "enrolled":
+        setup = (f"{report['committee']} in enrolled-client mode (each hospital enrolled once: a dealing to "
+                 f"every member and their acks, {report['enrollment_message_bytes'] / 1e3:.1f} kB per hospital)")
+    else:
+        setup = (f"{report['committee']} in public-key mode, by dealer-free key generation "
+                 f"({report['keygen_message_bytes'] / 1e3:.0f} kB broadcast per party over three rounds)")
     lines: list[Any] = [
         f"[bold]{report['hospitals']} hospitals[/] ({sum(report['patients'])} training patients), committee "
-        f"{report['committee']} by dealer-free key generation ({report['keygen_message_bytes'] / 1e3:.0f} kB "
-        "broadcast per party over three rounds); each release approved by a quorum certificate",
+        f"{setup}; each release approved by a quorum certificate",
         f"Federated standardisation: pooled means/stds of 30 features within "
         f"{report['standardisation_max_error']:.1e} of the plaintext values",
     ]
@@ -259,5 +372,6 @@ def render(report: dict[str, Any]) -> Any:
     for name, seconds in report["seconds_per_phase"].items():
         times.add_row(name, f"{seconds:.3f}")
     lines.append(times)
-    lines.append(f"Decryption budget used per committee member: {report['decryption_budget_used']} shares")
+    lines.append(f"Decryption budget used by committee member 0: {report['decryption_budget_used']:,} "
+                 f"{report['decryption_budget_unit']}")
     return Group(*lines)

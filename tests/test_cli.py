@@ -168,13 +168,54 @@ def test_bench_decrypt_times_approvals_apart(capsys: pytest.CaptureFixture[str])
     assert result["max_abs_error"] <= result["error_bound"]
 
 
-def test_bench_e2e_times_approvals_apart(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "e2e", "--clients", "3", "--values", "3000", "--distinct", "2", "--parties", "4",
-            "--threshold", "2", "--seed", "2", "--json"]
-    assert cli.main(argv) == 0
+E2E = ["bench", "e2e", "--clients", "3", "--values", "3000", "--distinct", "2", "--parties", "4",
+       "--threshold", "2", "--seed", "2"]
+
+
+def _check_mode(result: dict[str, Any], prefix: str) -> None:
+    assert result[f"{prefix}_quorum"] == 3  # ⌈(4 + 1 + 1)/2⌉
+    assert 0 < result[f"{prefix}_approve_s"] <= result[f"{prefix}_approve_max_s"]
+    assert result[f"{prefix}_committee_decrypt_s"] == pytest.approx(
+        result[f"{prefix}_approve_max_s"] + result[f"{prefix}_decrypt_only_s"])
+    assert result[f"{prefix}_decrypt_only_s"] == pytest.approx(result[f"{prefix}_share_max_s"]
+                                                               + result[f"{prefix}_combine_s"])
+    # a member's time per round: its approval plus, in the active set, its share
+    assert result[f"{prefix}_member_round_max_s"] <= result[f"{prefix}_approve_max_s"] + result[f"{prefix}_share_max_s"]
+    assert result[f"{prefix}_member_round_s"] <= result[f"{prefix}_member_round_max_s"]
+    assert result[f"{prefix}_max_abs_error"] < 1e-6
+    assert result[f"{prefix}_client_encrypt_s"] > 0 and result[f"{prefix}_server_aggregate_s"] > 0
+
+
+@pytest.mark.parametrize("mode, prefix, absent", [("enrolled", "enrolled", "public_key"),
+                                                  ("public-key", "public_key", "enrolled")])
+def test_bench_e2e_each_mode(mode: str, prefix: str, absent: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*E2E, "--mode", mode, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["quorum"] == 3  # ⌈(4 + 1 + 1)/2⌉
-    assert result["committee_decrypt_s"] == pytest.approx(result["approve_max_s"] + result["decrypt_only_s"])
-    assert result["max_abs_error"] < 1e-6
-    assert cli.main([*argv[:3], "1", *argv[4:]]) == 2  # one client: the members' policy would refuse
+    assert result["mode"] == mode
+    _check_mode(result, prefix)
+    assert not any(key.startswith(absent) for key in result)
+    assert result["tenseal_client_encrypt_s"] > 0 and result["tenseal_max_abs_error"] < 1e-6
+    if mode == "enrolled":
+        assert result["enrolled_max_abs_error"] <= result["enrolled_error_bound"]
+        # c0 only: one ciphertext (4096 slots) on two 60-bit primes, plus envelope and ticket
+        assert 2 * 8192 * 8 < result["enrolled_bytes_per_client"] < 2 * 8192 * 8 + 4096
+        assert result["enrolled_encrypt_speedup_vs_tenseal"] == pytest.approx(
+            result["tenseal_client_encrypt_s"] / result["enrolled_client_encrypt_s"])
+        assert result["enrolled_enrollment_s"] > 0 and result["enrolled_dealing_bytes"] > 0
+    else:
+        assert result["public_key_bytes_per_client"] > 2 * 2 * 8192 * 8  # (c0, c1)
+
+
+def test_bench_e2e_both_modes_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "e2e.png"
+    assert cli.main([*E2E, "--clients", "4", "--plot", str(png)]) == 0  # --mode both is the default
+    out = capsys.readouterr().out
+    assert "he_agg enrolled" in out and "he_agg public-key" in out and "TenSEAL alone" in out
+    assert "member time" in out and "faster than TenSEAL" in out
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_bench_e2e_refuses_too_few_clients(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*E2E[:3], "2", *E2E[4:]]) == 2  # the members' default policy would refuse
     assert "--clients" in capsys.readouterr().err
