@@ -607,6 +607,56 @@ class EnrolledClient:
             raise ClientStateError(f"no upload was recorded for round {round_id} of epoch {self.epoch}")
         return bytes(stored)
 
+    def save(self, path: Any, *, passphrase: bytes | None = None, insecure_plaintext: bool = False) -> None:
+        """Write the identity and enrollment seeds (sealed with ``passphrase``); rounds go to ``path``.rounds.
+
+        Save right after :meth:`create` (before the first upload), so the durable round record
+        holds every upload this client ever makes.
+        """
+        from pathlib import Path
+
+        from .hazmat.files import write_private
+        from .state import ClientRounds
+
+        path = Path(path)
+        if getattr(self._rounds, "_path", None) is None and self._rounds.highest_round(self.epoch) is not None:
+            raise ClientStateError("this client already uploaded with an in-memory round record; save it right "
+                                   "after creating it")
+        secret = self._identity.private_bytes() + self._enrollment.private_bytes()
+        meta = {"mode": "enrolled-client", "client": self.client_id, "epoch": self.epoch,
+                "committee": self.context.committee_id.hex()}
+        write_private(path, seal_envelope(Kind.KEY_SHARE, meta, secret), passphrase=passphrase,
+                      insecure_plaintext=insecure_plaintext)
+        if getattr(self._rounds, "_path", None) is None:
+            self._rounds = ClientRounds.open(path.with_name(path.name + ".rounds"),
+                                             owner=client_state_owner(self.context.committee_id, self.client_id))
+
+    @classmethod
+    def load(cls, path: Any, context: Any, *, passphrase: bytes | None = None) -> "EnrolledClient":
+        """Read a client file written by :meth:`save` and reopen its round record."""
+        from pathlib import Path
+
+        from .enrollment import ClientEnrollment, CommitteeInfo
+        from .hazmat.files import read_private
+        from .state import ClientRounds
+
+        path = Path(path)
+        what = f"client file {path}"
+        env = open_envelope(read_private(path, passphrase=passphrase), Kind.KEY_SHARE, what)
+        meta = env.meta
+        if meta.text("mode", 32) != "enrolled-client" or meta.hexbytes("committee", 32) != context.committee_id:
+            raise ShareBindingError(f"{what}: not a client file of this committee")
+        body = bytes(env.body)
+        identity = PartyIdentity.from_private_bytes(body[:32])
+        info = CommitteeInfo(context.committee_id, context.roster, context.threshold, context.params.n)
+        enrollment = ClientEnrollment.restore(identity, info, body[32:])
+        client_id = meta.text("client", MAX_CLIENT_ID)
+        if enrollment.client_id != client_id or enrollment.epoch != meta.integer("epoch"):
+            raise FormatError(f"{what}: the enrollment does not match the file's client or epoch")
+        rounds = ClientRounds.open(path.with_name(path.name + ".rounds"),
+                                   owner=client_state_owner(context.committee_id, client_id))
+        return cls(context, client_id, enrollment.epoch, identity, enrollment, rounds)
+
     def wipe(self) -> None:
         if self._secret is not None:
             self._secret.fill(0)

@@ -368,3 +368,28 @@ def test_c0_digest_binds_the_sum() -> None:
     total = np.ascontiguousarray(agg._accumulator.sum)
     assert c0_digest(ENROLLED, VALUES, body_hash(as_bytes(total))) == request.aggregate_digest
     assert isinstance(Ticket.from_bytes(request.tickets["site-0"]), Ticket)
+
+
+def test_client_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A client saved right after enrollment reloads with its seeds and its round record: it
+    resends the identical upload, refuses to encrypt that round again, and its next round decrypts."""
+    from he_agg.enrolled import EnrolledClient
+
+    committee = EnrolledCommittee.generate(3, 2, policy=EnrolledPolicy(min_clients=2))
+    clients = [committee.client(f"site-{i}") for i in range(2)]
+    path = tmp_path / "site-0.client"
+    clients[0].save(path, passphrase=b"pw")
+    first = clients[0].encrypt(np.ones(16), round_id=1)
+    restored = EnrolledClient.load(path, committee.context, passphrase=b"pw")
+    assert restored.resend(1) == first
+    with pytest.raises(ClientStateError):
+        restored.encrypt(np.zeros(16), round_id=1)
+    agg = Aggregator(committee.public_context, 2, min_clients=2)
+    agg.add(restored.encrypt(np.full(16, 0.25), round_id=2))
+    agg.add(clients[1].encrypt(np.full(16, 0.5), round_id=2))
+    out = agg.finalize(committee.shares(agg.decryption_request()))
+    assert np.abs(out - 0.75).max() < 1e-6
+    late = committee.client("site-late")
+    late.encrypt(np.ones(4), round_id=1)
+    with pytest.raises(ClientStateError, match="right after"):
+        late.save(tmp_path / "late.client", insecure_plaintext=True)
