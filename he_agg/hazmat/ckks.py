@@ -185,10 +185,13 @@ def _check_scale(scale: float) -> float:
 def round_split(y: np.ndarray, stream: KeyedStream) -> EncodedCoefficients:
     """Randomized rounding of float64 ``y`` (consumed: wiped) to integers high·2^shift + low, exactly.
 
-    Each y is split exactly into high·2^shift (the bits at and above 2^shift) and a float
-    remainder r; r is rounded to ⌊r⌋ + 1 with probability frac(r) (w < ⌊frac(r)·2^64⌋, w a
-    uniform 64-bit stream word: bias below 2^-64 per coefficient), else ⌊r⌋. One stream
-    word per coefficient is drawn whatever the values, so consumption is deterministic.
+    Each y is split exactly into high·2^shift (the bits at and above 2^shift, truncated
+    toward zero) and a float remainder r of the same sign; |r| is rounded up with
+    probability frac(|r|) (w < ⌊frac(|r|)·2^64⌋, w a uniform 64-bit stream word: bias below
+    2^-64 per coefficient) and r takes its sign back — unbiased, and exact: |r| − ⌊|r|⌋ is
+    computed exactly, where r − ⌊r⌋ is not for tiny negative r (1 − 2^-80 is 1.0 in float64).
+    One stream word per coefficient is drawn whatever the values, so consumption is
+    deterministic.
     """
     if not np.isfinite(y).all():
         y.fill(0.0)
@@ -202,16 +205,20 @@ def round_split(y: np.ndarray, stream: KeyedStream) -> EncodedCoefficients:
         high_f.fill(0.0)
     else:
         high = np.zeros(y.shape, dtype=np.int64)
+    negative = y < 0
+    np.abs(y, out=y)
     low_f = np.floor(y)
-    y -= low_f  # the fractional part, exact, in [0, 1)
+    y -= low_f  # the fractional part of |r|, exact (Sterbenz for |r| ≥ 1; floor 0 below), in [0, 1)
     words = stream.words(y.size).reshape(y.shape)
-    y *= 2.0**64  # frac·2^64 < 2^64 − 2^10: exact, and exact as an integer when frac has ≤ 64 fractional bits
+    y *= 2.0**64  # frac·2^64 ≤ 2^64 − 2^11: exact, and exact as an integer when frac has ≤ 64 fractional bits
     up = words < y.astype(np.uint64)
     words.fill(0)
     y.fill(0.0)
     low = low_f.astype(np.int64)
     low_f.fill(0.0)
     low += up
+    np.negative(low, out=low, where=negative)
+    negative.fill(False)
     return EncodedCoefficients(high, shift, low)
 
 
