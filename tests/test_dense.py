@@ -383,3 +383,30 @@ def test_dense_layout_and_smaller_params() -> None:
     kernels.muladd(c0, a, np.broadcast_to(s, a.shape).copy(), c0, params.data_moduli)
     out = _decode_dense(c0, params).reshape(-1)[: x.size]
     assert np.abs(out - x).max() < 30 / 2**30  # client error |e| ≤ 21 plus rounding, over Δ
+
+
+def test_min_scale_inverts_the_error_bound() -> None:
+    model = EnrolledNoiseModel(ENROLLED)
+    sigma = model.flooding_sigma(1000, 1 << 30)
+    for dense in (True, False):
+        log_scale = model.min_scale_log2(sigma, 3, 1000, 1 << 20, 1e-6, dense=dense)
+        at = EnrolledNoiseModel(Params(ENROLLED.n, ENROLLED.moduli, 2.0**log_scale))
+        assert math.isclose(at.error_bound(sigma, 3, 1000, 1 << 20, dense=dense), 1e-6, rel_tol=1e-9)
+    gap = model.min_scale_log2(sigma, 3, 1000, 1, 1e-6) - model.min_scale_log2(sigma, 3, 1000, 1, 1e-6, dense=True)
+    assert math.isclose(gap, 0.5 * math.log2(ENROLLED.n / 2))  # dense saves log2 √(N/2) = 6 bits of Δ
+
+
+def test_public_key_mode_refuses_dense() -> None:
+    """Dense packing is enrolled-only for now: the public-key client and aggregator refuse it."""
+    from he_agg.client import EncryptedUpdate, encrypt
+    from he_agg.ciphertext import CiphertextBatch
+    from he_agg.committee import Committee
+
+    committee = Committee.generate(3, 2)
+    with pytest.raises(PackingError, match="enrolled"):
+        encrypt(committee.public_context, np.ones(4), client_id="a", round_id=1, packing="dense")
+    layout = flatten(np.ones(4), packing="dense")[1]
+    forged = EncryptedUpdate("a", 1, committee.public_context.committee_id, layout,
+                             CiphertextBatch.zeros(committee.public_context.params, 4))
+    with pytest.raises(PackingMismatchError, match="dense"):
+        Aggregator(committee.public_context, 1).add(forged)
