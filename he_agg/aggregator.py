@@ -30,7 +30,7 @@ from .errors import (
 )
 from .hazmat.wire.envelope import Kind
 from .hazmat.wire.tenseal import ResidueView
-from .packing import Layout, check_layout, unflatten, weighted_mean
+from .packing import Layout, PackingMismatchError, check_layout, unflatten, weighted_mean
 from .requests import Contribution, DecryptionRequest, DecryptionShare, EnrolledRequest, check_round_id
 
 __all__ = ["AggregateResult", "Aggregator", "EnrolledAggregator"]
@@ -106,6 +106,9 @@ class Aggregator:
         if self._request is not None:
             raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
         who, layout, view = self._open(submission, client_id)
+        if layout is not None and layout.dense:
+            raise PackingMismatchError(f"client {who!r} sent a dense-packed update; public-key rounds use slot "
+                                       "packing (dense packing is for enrolled clients)")
         if who in self._contributions:
             raise DuplicateContributionError(f"client {who!r} already contributed to round {self.round_id}")
         if self.layout is None:

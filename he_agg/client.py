@@ -17,7 +17,7 @@ import numpy as np
 
 from .ciphertext import CiphertextBatch, view_from_meta
 from .context import PublicContext
-from .errors import FormatError, ShareBindingError
+from .errors import FormatError, PackingError, ShareBindingError
 from .hazmat.wire import tenseal as tenseal_wire
 from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
 from .packing import Layout, apply_weight, check_range, clip, flatten
@@ -125,7 +125,7 @@ def encrypt_slots(context: PublicContext, slots: np.ndarray) -> CiphertextBatch:
 
 def encrypt(context: PublicContext, update: Any, *, client_id: str, round_id: int, weight: float | None = None,
             clip_l2: float | None = None, clip_value: float | None = None,
-            max_clients: int = DEFAULT_MAX_CLIENTS) -> EncryptedUpdate:
+            max_clients: int = DEFAULT_MAX_CLIENTS, packing: str = "slots") -> EncryptedUpdate:
     """Encrypt a client's update for one round.
 
     ``update``: a numpy array, a list/tuple or dict of arrays, or a torch state_dict.
@@ -134,7 +134,13 @@ def encrypt(context: PublicContext, update: Any, *, client_id: str, round_id: in
     ``clip_value`` / ``clip_l2``: clip the flattened update before weighting.
     ``max_clients``: the most contributions the round may sum; every slot must stay
     below 2^(headroom−1)/max_clients so the sum cannot wrap around.
+    ``packing``: public-key clients encrypt with TenSEAL's slot packing only; "dense"
+    raises :class:`~he_agg.errors.PackingError` (dense packing is for enrolled clients:
+    :meth:`he_agg.enrolled.EnrolledClient.encrypt`).
     """
+    if packing != "slots":
+        raise PackingError(f"packing {packing!r}: public-key clients encrypt with slot packing; dense packing "
+                           "is available to enrolled clients (EnrolledClient.encrypt(..., packing='dense'))")
     vector, layout = flatten(update, weighted=weight is not None)
     if clip_l2 is not None or clip_value is not None:
         vector = clip(vector, l2=clip_l2, value=clip_value)

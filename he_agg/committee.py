@@ -24,6 +24,7 @@ import numpy as np
 from .ciphertext import Submission
 from .context import PublicContext
 from .errors import InconsistentShareError, ShareBindingError, ThresholdError
+from .hazmat import kernels
 from .hazmat.decryption import decode_phase, phase
 from .keygen import KeygenConfig, KeygenParty, deal
 from .identity import PartyIdentity
@@ -56,12 +57,19 @@ def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes
                          lambda sigma: model.slot_std(sigma, request.context.threshold))
 
 
+def _decode_dense(ntt_phase: np.ndarray, params: Params) -> np.ndarray:
+    """Dense packing: the phase's coefficients divided by the scale are the values (no FFT)."""
+    kernels.ntt_inverse(ntt_phase, params.data_moduli)
+    return kernels.crt_to_double(ntt_phase, params.data_moduli, params.scale)
+
+
 def combine_phase(request: Any, c0: np.ndarray, shares: Sequence[DecryptionShare | bytes], length: int,
-                  slot_std: Callable[[float], float]) -> np.ndarray:
+                  slot_std: Callable[[float], float], *, packing: str = "slots") -> np.ndarray:
     """c0 + Σ shares, decoded, for each complete active set of ``request``; cross-checked when several.
 
     ``request`` has ``context``, ``digest`` and ``active_sets``; ``c0`` is (count, L, N) NTT
     residues; ``slot_std(σ)`` is the standard deviation one decoded value gets from t floods.
+    ``packing``: "slots" decodes with the canonical embedding; "dense" reads coefficients.
     """
     context = request.context
     groups = _group(request, c0.shape, [_parse(s, context) for s in shares])
@@ -70,7 +78,8 @@ def combine_phase(request: Any, c0: np.ndarray, shares: Sequence[DecryptionShare
         have = {active: sorted(group) for active, group in groups.items()}
         raise ThresholdError(f"no active set has all {context.threshold} shares; received {have or 'none'}")
     params = context.params
-    values = {active: decode_phase(phase(c0, [s.residues for s in group.values()], params), params).reshape(-1)[:length]
+    decode = _decode_dense if packing == "dense" else decode_phase
+    values = {active: decode(phase(c0, [s.residues for s in group.values()], params), params).reshape(-1)[:length]
               for active, group in complete.items()}
     if len(values) > 1:
         sigma = max(share.sigma for group in complete.values() for share in group.values())
@@ -220,9 +229,15 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
 
     context = request.context
     params = context.params
-    length = Layout.from_json(request.layout).length
+    layout = Layout.from_json(request.layout)
+    length = layout.length
+    if layout.ciphertexts(params) != request.count:
+        raise ShareBindingError(f"the request names {request.count} ciphertexts; its layout ({layout.packing} "
+                                f"packing) needs {layout.ciphertexts(params)}")
     c0 = np.ascontiguousarray(c0_sum, dtype=np.uint64).reshape(request.count, len(params.data_moduli), params.n)
     if c0_digest(params, length, body_hash(as_bytes(c0))) != request.aggregate_digest:
         raise ShareBindingError("this sum of c0 is not the one the request names")
     model = EnrolledNoiseModel(params, context.statistical_bits)
-    return combine_phase(request, c0, shares, length, lambda sigma: model.slot_std(sigma, context.threshold))
+    return combine_phase(request, c0, shares, length,
+                         lambda sigma: model.slot_std(sigma, context.threshold, dense=layout.dense),
+                         packing=layout.packing)

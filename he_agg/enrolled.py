@@ -40,13 +40,25 @@ from .errors import (
     TicketError,
 )
 from .hazmat import kernels
-from .hazmat.ckks import encode_split
+from .hazmat.ckks import encode_dense_split, encode_split
 from .hazmat.rounds import MAX_COMMITTEE_ID, round_polynomials
 from .hazmat.sampling import KeyedStream, cbd
 from .hazmat.wire import seal as seal_wire
 from .hazmat.wire.envelope import Kind, as_bytes, body_hash, body_words, open_envelope, seal_envelope
 from .identity import SIGNATURE_BYTES, PartyIdentity, verify_signature
-from .packing import MAX_VALUES, Layout, apply_weight, check_layout, check_range, clip, flatten
+from .packing import (
+    MAX_VALUES,
+    PACKINGS,
+    Layout,
+    PackingError,
+    PackingMismatchError,
+    apply_weight,
+    check_layout,
+    check_range,
+    clip,
+    flatten,
+    values_per_ciphertext,
+)
 from .params import Params
 from .requests import MAX_CLIENT_ID, check_client_id
 
@@ -82,9 +94,9 @@ _LEN = struct.Struct("<H")
 MAX_TICKET_BYTES = _TICKET_FIXED.size + 2 * _LEN.size + MAX_COMMITTEE_ID + 4 * MAX_CLIENT_ID + SIGNATURE_BYTES
 
 
-def ciphertext_count(length: int, params: Params) -> int:
-    """Ciphertexts an update of ``length`` slots takes: ⌈length / (N/2)⌉."""
-    return -(-length // params.slots)
+def ciphertext_count(length: int, params: Params, packing: str = "slots") -> int:
+    """Ciphertexts an update of ``length`` values takes: ⌈length / (N/2)⌉, or ⌈length / N⌉ dense."""
+    return -(-length // values_per_ciphertext(params, packing))
 
 
 def c0_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
@@ -247,18 +259,22 @@ def secret_ntt(secret: np.ndarray, params: Params) -> np.ndarray:
 
 
 def encrypt_enrolled_slots(secret: np.ndarray, slots: np.ndarray, *, committee_id: bytes, epoch: int,
-                           round_id: int, params: Params, stream: KeyedStream | None = None) -> np.ndarray:
-    """c0 for a slot vector: (count, L_data, N) uint64, NTT form, count = ⌈len(slots) / (N/2)⌉.
+                           round_id: int, params: Params, stream: KeyedStream | None = None,
+                           packing: str = "slots") -> np.ndarray:
+    """c0 for a value vector: (count, L_data, N) uint64, NTT form, count = :func:`ciphertext_count`.
 
-    The last ciphertext's unused slots hold 0. Noise and rounding come from ``stream``
-    (default: a fresh CSPRNG stream; pass one only in tests). Range checks are the
-    caller's (:func:`encrypt_enrolled` does them); a coefficient beyond Q/2 raises here.
+    ``packing``: "slots" (CKKS slots, N/2 values per ciphertext) or "dense" (value k of a
+    ciphertext in coefficient k, N per ciphertext). The last ciphertext's unused positions
+    hold 0. Noise and rounding come from ``stream`` (default: a fresh CSPRNG stream; pass
+    one only in tests). Range checks are the caller's (:func:`encrypt_enrolled` does them);
+    a coefficient beyond Q/2 raises here.
     """
     values = np.asarray(slots, dtype=np.float64).reshape(-1)
     if values.size == 0:
         raise ParameterError("nothing to encrypt")
+    width = values_per_ciphertext(params, packing)
     moduli = params.data_moduli
-    count = ciphertext_count(values.size, params)
+    count = ciphertext_count(values.size, params, packing)
     stream = stream if stream is not None else KeyedStream.fresh(b"he_agg.enrolled.client-noise")
     out = np.empty((count, len(moduli), params.n), dtype=np.uint64)
     s = secret_ntt(secret, params)
@@ -268,11 +284,11 @@ def encrypt_enrolled_slots(secret: np.ndarray, slots: np.ndarray, *, committee_i
         s.fill(0)
         for start in range(0, count, CHUNK):
             stop = min(count, start + CHUNK)
-            chunk = np.zeros((stop - start, params.slots), dtype=np.float64)
-            piece = values[start * params.slots : stop * params.slots]
+            chunk = np.zeros((stop - start, width), dtype=np.float64)
+            piece = values[start * width : stop * width]
             chunk.reshape(-1)[: piece.size] = piece
             a = round_polynomials(committee_id, epoch, round_id, stop - start, params, start=start)
-            m = _encode_with_noise(chunk, params, stream)
+            m = _encode_with_noise(chunk, params, stream, packing)
             chunk.fill(0.0)
             kernels.ntt_forward(m, moduli)
             kernels.muladd(out[start:stop], a, neg_s, m, moduli)  # −a·s + (Encode(m) + e)
@@ -283,10 +299,10 @@ def encrypt_enrolled_slots(secret: np.ndarray, slots: np.ndarray, *, committee_i
     return out
 
 
-def _encode_with_noise(chunk: np.ndarray, params: Params, stream: KeyedStream) -> np.ndarray:
+def _encode_with_noise(chunk: np.ndarray, params: Params, stream: KeyedStream, packing: str = "slots") -> np.ndarray:
     """Encode(chunk) + e in coefficient form as residues (rows, L, N); everything secret wiped."""
     moduli = params.data_moduli
-    encoded = encode_split(chunk, params.scale, stream)
+    encoded = (encode_dense_split if packing == "dense" else encode_split)(chunk, params.scale, stream)
     try:
         error = cbd(stream, encoded.low.size).reshape(encoded.low.shape)
         encoded.low += error
@@ -304,20 +320,22 @@ def _encode_with_noise(chunk: np.ndarray, params: Params, stream: KeyedStream) -
 def encrypt_enrolled(secret: np.ndarray, update: Any, *, committee_id: bytes, epoch: int, round_id: int,
                      params: Params, weight: float | None = None, clip_l2: float | None = None,
                      clip_value: float | None = None, max_clients: int = DEFAULT_MAX_CLIENTS,
-                     stream: KeyedStream | None = None) -> tuple[np.ndarray, Layout]:
+                     stream: KeyedStream | None = None, packing: str = "slots") -> tuple[np.ndarray, Layout]:
     """Encrypt a client's update for one round in enrolled mode: returns (c0, layout).
 
     ``update``, ``weight``, ``clip_l2``, ``clip_value``, ``max_clients``: as in
     :func:`he_agg.client.encrypt` (the client puts w·x and w in the slots itself).
-    c0: (count, L_data, N) uint64 NTT residues, one row per N/2 slots of the layout.
+    ``packing``: "slots" (default) or "dense" (N values per ciphertext, exact encoding;
+    recorded in the layout, so a round refuses a mix).
+    c0: (count, L_data, N) uint64 NTT residues, one row per N/2 slots (N values dense).
     """
-    vector, layout = flatten(update, weighted=weight is not None)
+    vector, layout = flatten(update, weighted=weight is not None, packing=packing)
     if clip_l2 is not None or clip_value is not None:
         vector = clip(vector, l2=clip_l2, value=clip_value)
     slots = apply_weight(vector, layout, weight) if weight is not None else vector
     check_range(slots, params, max_clients)
     c0 = encrypt_enrolled_slots(secret, slots, committee_id=committee_id, epoch=epoch, round_id=round_id,
-                                params=params, stream=stream)
+                                params=params, stream=stream, packing=layout.packing)
     return c0, layout
 
 
@@ -348,7 +366,7 @@ class EnrolledUpload:
 
     def __init__(self, params: Params, ticket: Ticket, layout: Layout, c0: np.ndarray) -> None:
         """Trusts its caller on residue ranges and the ticket (as ``numpy.ndarray`` would)."""
-        expected = (ciphertext_count(layout.length, params), len(params.data_moduli), params.n)
+        expected = (layout.ciphertexts(params), len(params.data_moduli), params.n)
         if not isinstance(c0, np.ndarray) or c0.dtype != np.uint64 or c0.shape != expected \
                 or not c0.flags.c_contiguous:
             raise ParameterMismatchError(f"c0 must be C-contiguous uint64 of shape {expected} for "
@@ -417,7 +435,7 @@ def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key
     layout = Layout.from_json(meta.raw("layout"))
     if layout.length != length:
         raise FormatError(f"{who}: {length} slots but the layout describes {layout.length}")
-    c0 = body_words(env.body, (ciphertext_count(length, params), len(params.data_moduli), params.n), who)
+    c0 = body_words(env.body, (layout.ciphertexts(params), len(params.data_moduli), params.n), who)
     if ticket.layout_digest != layout.digest or ticket.c0_digest != c0_digest(params, length, env.body_hash):
         raise TicketError(f"{who}: the ticket does not match the layout or the residues")
     if verify_key is not None:
@@ -446,15 +464,21 @@ class C0Accumulator:
     """
 
     def __init__(self, params: Params, length: int, *, committee_id: bytes, epoch: int, round_id: int,
-                 layout: Layout | None = None, verify_key: Callable[[str], bytes] | None = None) -> None:
+                 layout: Layout | None = None, verify_key: Callable[[str], bytes] | None = None,
+                 packing: str | None = None) -> None:
         if type(length) is not int or not 1 <= length <= MAX_VALUES + 1:
             raise ParameterError(f"length must be an integer in [1, {MAX_VALUES + 1}]")
         if layout is not None and layout.length != length:
             raise ParameterMismatchError(f"the layout holds {layout.length} slots, not {length}")
-        self.params, self.length, self.layout = params, length, layout
+        packing = packing if packing is not None else (layout.packing if layout is not None else "slots")
+        if packing not in PACKINGS:
+            raise PackingError(f"packing must be one of {PACKINGS}, got {packing!r}")
+        if layout is not None and layout.packing != packing:
+            raise PackingMismatchError(f"the layout is packed as {layout.packing!r}, not {packing!r}")
+        self.params, self.length, self.layout, self.packing = params, length, layout, packing
         self.committee_id, self.epoch, self.round_id = bytes(committee_id), epoch, round_id
         self._verify_key = verify_key
-        count = ciphertext_count(length, params)
+        count = ciphertext_count(length, params, packing)
         self._acc = np.zeros((count, 1, len(params.data_moduli), params.n), dtype=np.uint64)
         self._tickets: dict[str, Ticket] = {}
 
@@ -492,6 +516,9 @@ class C0Accumulator:
         if ticket.client_id in self._tickets:
             raise DuplicateContributionError(f"client {ticket.client_id!r} already contributed to round "
                                              f"{self.round_id}")
+        if layout.packing != self.packing:
+            raise PackingMismatchError(f"client {ticket.client_id!r} packed its update as {layout.packing!r}; "
+                                       f"this round is packed as {self.packing!r}")
         if layout.length != self.length:
             raise ParameterMismatchError(f"client {ticket.client_id!r} sent {layout.length} slots; the round "
                                          f"expects {self.length}")
@@ -589,13 +616,15 @@ class EnrolledClient:
         return self._secret
 
     def encrypt(self, update: Any, *, round_id: int, weight: float | None = None, clip_l2: float | None = None,
-                clip_value: float | None = None, max_clients: int = 1000) -> bytes:
-        """The upload for ``round_id``, recorded before it is returned (once per round, forward only)."""
+                clip_value: float | None = None, max_clients: int = 1000, packing: str = "slots") -> bytes:
+        """The upload for ``round_id``, recorded before it is returned (once per round, forward only).
+
+        ``packing``: "slots" or "dense" (N values per ciphertext: half the bytes, exact encoding)."""
         def make() -> bytes:
             upload = enrolled_upload(self._identity, self._secret_ntt(), update, client_id=self.client_id,
                                      committee_id=self.context.committee_id, epoch=self.epoch, round_id=round_id,
                                      params=self.context.params, weight=weight, clip_l2=clip_l2,
-                                     clip_value=clip_value, max_clients=max_clients)
+                                     clip_value=clip_value, max_clients=max_clients, packing=packing)
             return upload.to_bytes()
 
         return bytes(self._rounds.record(self.epoch, round_id, make))

@@ -27,6 +27,7 @@ set draws fresh noise (and spends budget).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from dataclasses import asdict, dataclass
@@ -37,7 +38,7 @@ import blake3
 import numpy as np
 
 from .context import EnrolledContext
-from .enrolled import Ticket, ciphertext_count
+from .enrolled import Ticket
 from .enrollment import CommitteeInfo, EnrollmentMember, subsecret_label
 from .errors import (
     EquivocationError,
@@ -57,7 +58,7 @@ from .hazmat.rounds import round_polynomials
 from .hazmat.sampling import KEY_BYTES, KeyedStream, fresh_key
 from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
 from .identity import PartyIdentity
-from .packing import Layout
+from .packing import PACKINGS, Layout, PackingMismatchError
 from .params import Params
 from .quorum import Approval, QuorumCertificate
 from .requests import DecryptionShare, EnrolledRequest, canonical_active_set
@@ -162,15 +163,21 @@ class EnrolledMember:
             layout = Layout.from_json(request.layout)
         except ValueError as exc:
             raise FormatError(f"the request's layout is invalid ({exc})") from None
-        if ciphertext_count(layout.length, self.context.params) != request.count:
-            raise FormatError(f"the request names {request.count} ciphertexts; its layout needs "
-                              f"{ciphertext_count(layout.length, self.context.params)}")
+        if layout.ciphertexts(self.context.params) != request.count:
+            raise FormatError(f"the request names {request.count} ciphertexts; its layout ({layout.packing} "
+                              f"packing) needs {layout.ciphertexts(self.context.params)}")
+        other_packings = {p: dataclasses.replace(layout, packing=p).digest for p in PACKINGS if p != layout.packing}
         enrolled = set(self.enrollment.enrolled(request.epoch))
         for client_id, raw in request.tickets.items():
             if client_id not in enrolled:
                 raise NotEnrolledError(f"client {client_id!r} is not enrolled with member {self.index} for epoch "
                                        f"{request.epoch}, or was revoked")
             ticket = Ticket.from_bytes(raw)
+            for packing, digest in other_packings.items():
+                if ticket.layout_digest == digest:
+                    raise PackingMismatchError(f"client {client_id!r} packed its update as {packing!r}; the "
+                                               f"request's layout is packed as {layout.packing!r}: a round never "
+                                               "mixes slot and dense packing")
             ticket.verify(self.enrollment.client_key(client_id), committee_id=self.context.committee_id,
                           epoch=request.epoch, round_id=request.round_id, client_id=client_id,
                           layout_digest=layout.digest)

@@ -8,6 +8,13 @@ padding) and a :class:`Layout` that records how to rebuild it. The aggregator co
 Weighted averaging reserves one extra slot at the end for the client's weight: clients
 encrypt ``[w·x_0, …, w·x_{V-1}, w]``, the server sums, and :func:`weighted_mean` divides.
 
+Packing: ``"slots"`` (CKKS slot packing, N/2 values per ciphertext, canonical
+embedding) or ``"dense"`` (coefficient packing, N values per ciphertext, value k in
+coefficient k, no FFT). The choice is part of the layout — its JSON and its digest —
+so an aggregator and a member refuse a round that mixes them
+(:class:`PackingMismatchError`). A slot layout's JSON carries no ``packing`` key, so
+its digest is the same as before dense packing existed.
+
 Range: CKKS decrypts the *centred* value of each coefficient. A sum whose magnitude
 passes Q/2 (``2^params.headroom_bits`` after scaling) wraps around silently and decrypts
 to garbage, so each client's slots must be bounded *before* encryption:
@@ -36,21 +43,45 @@ __all__ = [
     "DecodeError",
     "Layout",
     "LayoutEntry",
+    "PACKINGS",
     "PackingError",
+    "PackingMismatchError",
     "SlotRangeError",
     "Update",
     "apply_weight",
     "check_layout",
     "check_range",
+    "ciphertext_count",
     "clip",
     "flatten",
     "max_abs_per_client",
     "unflatten",
+    "values_per_ciphertext",
     "weighted_mean",
 ]
 
 
 # -- exceptions (proposed for he_agg.errors; kept here until they move) -------------------
+
+
+class PackingMismatchError(LayoutMismatchError):
+    """An update packed one way ("slots" / "dense") offered to a round packed the other way."""
+
+
+#: The packings a layout may name: CKKS slots (N/2 values per ciphertext) or dense coefficients (N).
+PACKINGS = ("slots", "dense")
+
+
+def values_per_ciphertext(params: Params, packing: str = "slots") -> int:
+    """Values one ciphertext carries: N/2 slots, or N coefficients for dense packing."""
+    if packing not in PACKINGS:
+        raise PackingError(f"packing must be one of {PACKINGS}, got {packing!r}")
+    return params.n if packing == "dense" else params.slots
+
+
+def ciphertext_count(length: int, params: Params, packing: str = "slots") -> int:
+    """Ciphertexts ``length`` values take: ⌈length / (N/2)⌉ (slots) or ⌈length / N⌉ (dense)."""
+    return -(-length // values_per_ciphertext(params, packing))
 
 
 # -- the manifest -------------------------------------------------------------------------
@@ -76,6 +107,7 @@ _MAX_EXACT_INT = 1 << 53
 _FORMAT = "he_agg.layout"
 _VERSION = 1
 _JSON_KEYS = frozenset(["format", "version", "kind", "entries", "values", "weighted"])
+_DENSE_JSON_KEYS = _JSON_KEYS | {"packing"}
 _ENTRY_KEYS = frozenset(["name", "shape", "dtype", "offset", "size"])
 
 
@@ -103,6 +135,7 @@ class Layout:
 
     ``values`` is the number of model values; a ``weighted`` layout reserves one more
     slot, at index ``values``, for the client's weight (:attr:`length` slots in all).
+    ``packing`` is "slots" (CKKS slots) or "dense" (one value per coefficient).
     Invalid manifests raise :class:`~he_agg.errors.FormatError`.
     """
 
@@ -110,6 +143,7 @@ class Layout:
     entries: tuple[LayoutEntry, ...]
     values: int
     weighted: bool = False
+    packing: str = "slots"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "entries", tuple(self.entries))
@@ -120,9 +154,22 @@ class Layout:
         """Slots the packed update uses: the values plus the weight slot, if any."""
         return self.values + (1 if self.weighted else 0)
 
+    @property
+    def dense(self) -> bool:
+        """True for dense (coefficient) packing."""
+        return self.packing == "dense"
+
+    def ciphertexts(self, params: Params) -> int:
+        """Ciphertexts this layout's :attr:`length` values take under ``params`` and its packing."""
+        return ciphertext_count(self.length, params, self.packing)
+
     def to_json(self) -> dict[str, Any]:
-        """The manifest as a JSON-ready dict (the canonical form :attr:`digest` hashes)."""
-        return {
+        """The manifest as a JSON-ready dict (the canonical form :attr:`digest` hashes).
+
+        ``"packing": "dense"`` appears only in dense layouts (slot layouts keep the
+        JSON, and the digest, they had before dense packing existed).
+        """
+        out: dict[str, Any] = {
             "format": _FORMAT,
             "version": _VERSION,
             "kind": self.kind,
@@ -133,13 +180,16 @@ class Layout:
                 for e in self.entries
             ],
         }
+        if self.dense:
+            out["packing"] = self.packing
+        return out
 
     @classmethod
     def from_json(cls, obj: object) -> Layout:
         """Parse an untrusted manifest dict; any defect raises FormatError naming it."""
         if not isinstance(obj, Mapping):
             raise FormatError(f"layout must be a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, _JSON_KEYS, "layout")
+        _check_keys(obj, _DENSE_JSON_KEYS if "packing" in obj else _JSON_KEYS, "layout")
         if obj["format"] != _FORMAT or not _is_int(obj["version"]) or obj["version"] != _VERSION:
             raise FormatError(
                 f"layout format {obj['format']!r} version {obj['version']!r} is not {_FORMAT!r} version {_VERSION}"
@@ -150,7 +200,8 @@ class Layout:
         if len(raw) > MAX_ENTRIES:
             raise FormatError(f"layout has {len(raw)} entries, more than the limit {MAX_ENTRIES}")
         entries = tuple(_entry_from_json(i, item) for i, item in enumerate(raw))
-        return cls(kind=obj["kind"], entries=entries, values=obj["values"], weighted=obj["weighted"])
+        return cls(kind=obj["kind"], entries=entries, values=obj["values"], weighted=obj["weighted"],
+                   packing=obj.get("packing", "slots"))
 
     @cached_property
     def digest(self) -> bytes:
@@ -185,6 +236,8 @@ def _validate_layout(layout: Layout) -> None:
         raise FormatError(f"layout kind {layout.kind!r} is not one of {KINDS}")
     if type(layout.weighted) is not bool:
         raise FormatError("layout 'weighted' must be true or false")
+    if type(layout.packing) is not str or layout.packing not in PACKINGS:
+        raise FormatError(f"layout 'packing' must be one of {PACKINGS}")
     entries = layout.entries
     if not entries:
         raise FormatError("layout has no entries")
@@ -239,16 +292,19 @@ def _is_torch(value: object) -> bool:
     return type(value).__module__.startswith("torch")
 
 
-def flatten(update: Update, *, weighted: bool = False) -> tuple[np.ndarray, Layout]:
+def flatten(update: Update, *, weighted: bool = False, packing: str = "slots") -> tuple[np.ndarray, Layout]:
     """Pack ``update`` into one contiguous float64 vector (layers in order) and its layout.
 
     The vector holds ``layout.values`` numbers; with ``weighted=True`` the layout also
-    reserves the weight slot (see :func:`apply_weight`). Raises :class:`PackingError`
+    reserves the weight slot (see :func:`apply_weight`). ``packing`` ("slots" or
+    "dense") is recorded in the layout. Raises :class:`PackingError`
     for empty updates, non-numeric or complex dtypes, non-finite values, and integers
     too large to be exact in float64.
     """
     if type(weighted) is not bool:
         raise PackingError("weighted must be True or False")
+    if packing not in PACKINGS:
+        raise PackingError(f"packing must be one of {PACKINGS}, got {packing!r}")
     kind, items = _items(update)
     entries: list[LayoutEntry] = []
     offset = 0
@@ -266,7 +322,7 @@ def flatten(update: Update, *, weighted: bool = False) -> tuple[np.ndarray, Layo
         _check_exact_ints(entry, array)
         vector[entry.offset : entry.offset + entry.size] = array.reshape(-1)
     _check_finite(vector, entries)
-    return vector, Layout(kind=kind, entries=tuple(entries), values=offset, weighted=weighted)
+    return vector, Layout(kind=kind, entries=tuple(entries), values=offset, weighted=weighted, packing=packing)
 
 
 def _items(update: object) -> tuple[str, list[tuple[str, np.ndarray, str]]]:
@@ -400,7 +456,13 @@ def _to_torch(entries: Sequence[LayoutEntry], arrays: Sequence[np.ndarray]) -> O
 
 
 def check_layout(layout: Layout, expected: Layout) -> None:
-    """Raise LayoutMismatchError, naming the first differing entry, unless the layouts match."""
+    """Raise LayoutMismatchError, naming the first differing entry, unless the layouts match.
+
+    A layout packed the other way ("slots" vs "dense") raises :class:`PackingMismatchError`.
+    """
+    if layout.packing != expected.packing:
+        raise PackingMismatchError(f"the update is packed as {layout.packing!r}; this round is packed as "
+                                   f"{expected.packing!r}: a round never mixes slot and dense packing")
     if layout.kind != expected.kind:
         raise LayoutMismatchError(f"layout kind {layout.kind!r}, expected {expected.kind!r}")
     for index, (got, want) in enumerate(zip(layout.entries, expected.entries, strict=False)):

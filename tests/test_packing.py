@@ -535,3 +535,38 @@ def test_torch_is_imported_only_when_a_tensor_is_given() -> None:
     import sys
 
     subprocess.run([sys.executable, "-c", _NO_TORCH], check=True)
+
+
+# -- dense packing in the layout ------------------------------------------------------------
+
+
+def test_dense_layout_json_and_digest() -> None:
+    """"packing": "dense" is part of the JSON and the digest; slot layouts keep their pinned JSON."""
+    from he_agg.packing import PACKINGS
+
+    update = {"w": np.zeros((2, 3), np.float32)}
+    slots, dense = flatten(update)[1], flatten(update, packing="dense")[1]
+    assert (slots.packing, dense.packing) == ("slots", "dense") and PACKINGS == ("slots", "dense")
+    assert "packing" not in slots.to_json() and dense.to_json()["packing"] == "dense"
+    assert slots.digest != dense.digest
+    assert Layout.from_json(dense.to_json()) == dense
+    assert Layout.from_json(dense.to_json()).digest == dense.digest
+    explicit = dict(slots.to_json(), packing="slots")  # accepted; canonical form omits it
+    assert Layout.from_json(explicit).digest == slots.digest
+
+
+@pytest.mark.parametrize("bad", ["Dense", "", None, 1, ["dense"]])
+def test_unknown_packing_refused(bad: object) -> None:
+    layout = flatten(np.ones(3))[1]
+    with pytest.raises(FormatError, match="packing"):
+        Layout.from_json(dict(layout.to_json(), packing=bad))
+
+
+def test_check_layout_names_a_packing_mix() -> None:
+    from he_agg.packing import PackingMismatchError
+
+    slots, dense = flatten(np.ones(3))[1], flatten(np.ones(3), packing="dense")[1]
+    with pytest.raises(PackingMismatchError, match="'dense'.*'slots'"):
+        check_layout(dense, slots)
+    assert issubclass(PackingMismatchError, LayoutMismatchError)
+    check_layout(dense, flatten(np.zeros(3), packing="dense")[1])

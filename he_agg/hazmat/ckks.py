@@ -5,6 +5,9 @@ scale: :func:`he_agg.hazmat.kernels.crt_to_double`). Slot i holds m(ζ^(3^i mod 
 ζ = exp(iπ/N), for i in [0, N/2); real data is the real part. Evaluating m at every odd
 power ζ^(2j+1) is one FFT of the "twisted" coefficients m_k·ζ^k, and SEAL's slot i is
 the evaluation at j = (3^i mod 2N − 1)/2.
+
+Dense (coefficient) packing skips the transform: value k is coefficient k
+(:func:`encode_dense_split`), and the decrypted coefficients divided by the scale are the values.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ __all__ = [
     "EncodedCoefficients",
     "decode",
     "encode",
+    "encode_dense_split",
     "encode_rns",
     "encode_split",
+    "round_split",
     "scaled_to_rns",
     "signed_to_rns",
     "slot_indices",
@@ -139,40 +144,81 @@ class EncodedCoefficients:
 def encode_split(values: np.ndarray, scale: float, stream: KeyedStream) -> EncodedCoefficients:
     """CKKS-encode real slots at ``scale`` with randomized rounding, exactly as high·2^shift + low.
 
-    Each float64 coefficient y = unit_coefficients(values)·scale is split exactly into
-    high·2^shift (the bits at and above 2^shift) and a float remainder r; r is rounded
-    to ⌊r⌋ + 1 with probability frac(r) (w < ⌊frac(r)·2^64⌋, w a uniform 64-bit stream
-    word: bias below 2^-64 per coefficient), else ⌊r⌋. One stream word per coefficient is drawn
-    whatever the values, so consumption is deterministic. Where |y| ≥ 2^53 the float
-    has no fractional bits and the rounding is exact; the float transform's own error
-    (see :func:`unit_coefficients`) is then the larger one.
+    Each float64 coefficient y = unit_coefficients(values)·scale is rounded exactly as
+    :func:`round_split` describes. Where |y| ≥ 2^53 the float has no fractional bits and
+    the rounding is exact; the float transform's own error (see :func:`unit_coefficients`)
+    is then the larger one.
     """
-    scale = float(scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise PackingError(f"scale must be positive and finite, got {scale!r}")
+    scale = _check_scale(scale)
     y = unit_coefficients(values)
     with np.errstate(over="ignore", invalid="ignore"):
         y *= scale
+    return round_split(y, stream)
+
+
+def encode_dense_split(values: np.ndarray, scale: float, stream: KeyedStream) -> EncodedCoefficients:
+    """Dense (coefficient) encoding: value k of each row becomes coefficient k, x·scale rounded.
+
+    ``values`` (..., N) real numbers. No transform: for a power-of-two ``scale`` (every
+    preset) y = x·scale is exact in float64 (a power-of-two product of a finite float that
+    stays finite), and :func:`round_split` rounds it to ⌊y⌋ or ⌈y⌉ exactly, up with
+    probability frac(y) (to within 2^-64). For another scale the product is rounded once
+    in float64 (relative 2^-53) before that.
+    """
+    scale = _check_scale(scale)
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise PackingError(f"values must be real numbers, got dtype {array.dtype}")
+    y = np.array(array, dtype=np.float64, copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y *= scale
+    return round_split(y, stream)
+
+
+def _check_scale(scale: float) -> float:
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise PackingError(f"scale must be positive and finite, got {scale!r}")
+    return scale
+
+
+def round_split(y: np.ndarray, stream: KeyedStream) -> EncodedCoefficients:
+    """Randomized rounding of float64 ``y`` (consumed: wiped) to integers high·2^shift + low, exactly.
+
+    Each y is split exactly into high·2^shift (the bits at and above 2^shift, truncated
+    toward zero) and a float remainder r of the same sign; |r| is rounded up with
+    probability frac(|r|) (w < ⌊frac(|r|)·2^64⌋, w a uniform 64-bit stream word: bias below
+    2^-64 per coefficient) and r takes its sign back — unbiased, and exact: |r| − ⌊|r|⌋ is
+    computed exactly, where r − ⌊r⌋ is not for tiny negative r (1 − 2^-80 is 1.0 in float64).
+    One stream word per coefficient is drawn whatever the values, so consumption is
+    deterministic.
+    """
     if not np.isfinite(y).all():
-        raise PackingError("a slot value is not finite, or too large for the scale")
+        y.fill(0.0)
+        raise PackingError("a value is not finite, or too large for the scale")
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     shift = 0 if peak < 2.0**LOW_BITS else math.frexp(peak)[1] - LOW_BITS
     if shift:
         high_f = np.trunc(y * 2.0**-shift)  # exact: a power-of-two division of numbers ≥ 2^shift
         y -= high_f * 2.0**shift  # exact: the bits of y below 2^shift
         high = high_f.astype(np.int64)
+        high_f.fill(0.0)
     else:
         high = np.zeros(y.shape, dtype=np.int64)
+    negative = y < 0
+    np.abs(y, out=y)
     low_f = np.floor(y)
-    y -= low_f  # the fractional part, exact, in [0, 1)
+    y -= low_f  # the fractional part of |r|, exact (Sterbenz for |r| ≥ 1; floor 0 below), in [0, 1)
     words = stream.words(y.size).reshape(y.shape)
-    y *= 2.0**64  # frac·2^64 < 2^64 − 2^10: exact, and exact as an integer when frac has ≤ 64 fractional bits
+    y *= 2.0**64  # frac·2^64 ≤ 2^64 − 2^11: exact, and exact as an integer when frac has ≤ 64 fractional bits
     up = words < y.astype(np.uint64)
     words.fill(0)
     y.fill(0.0)
     low = low_f.astype(np.int64)
     low_f.fill(0.0)
     low += up
+    np.negative(low, out=low, where=negative)
+    negative.fill(False)
     return EncodedCoefficients(high, shift, low)
 
 

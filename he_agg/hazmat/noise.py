@@ -58,7 +58,7 @@ import numpy as np
 
 from ..params import Params
 
-__all__ = ["NoiseModel"]
+__all__ = ["ENROLLED_CLIENT_PROXY", "EnrolledNoiseModel", "NoiseModel"]
 
 _ERROR_BOUND = 21  # SEAL's centred binomial bound (clipped normal: 19.2)
 
@@ -211,8 +211,22 @@ class EnrolledNoiseModel:
         σ = 2^(s−1) · √(V·(M + 2√(M·L) + 2L))
 
     keeps the whole epoch within 2^-s (plus 2^-f). At K = 1,000, M = 2^30, s = f = 40:
-    σ ≈ 2^60.7. Precision: t floods of σ reach each real slot with standard deviation
-    σ·√(t·N/2)/Δ (slot packing); :meth:`error_bound` adds the clients' own noise.
+    σ ≈ 2^60.7. The flood hides coefficients, so σ is the same for both packings.
+
+    Precision. The error of the released polynomial, coefficient by coefficient, is
+    y = Σ_i f_i + x: t independent floods (variance t·σ²) plus the clients' noise (variance
+    proxy K·v), independent across coefficients.
+
+    * Slot packing: value i is Re Σ_c y_c·ζ^(e_i·c) / Δ, N terms with |ζ| = 1 whose real
+      parts have mean square ½: standard deviation √((tσ² + Kv)·N/2)/Δ.
+    * Dense packing: value k is y_k/Δ itself: standard deviation √(tσ² + Kv)/Δ, no √(N/2)
+      (64 at N = 8192). At Δ = 2^94, t = 3, K = 1,000: about 1.6e-10 per value, and the
+      max over 2^20 values stays below 2e-9 (slots: about 1e-7).
+
+    :meth:`error_bound` is that standard deviation times a Gaussian tail factor over all
+    values at 2^-f; :meth:`min_scale_log2` inverts it. The encoding rounding is inside x
+    (randomized rounding, proxy ¼); dense encoding has no other error (exact, power-of-two
+    Δ), slot encoding adds its float64 transform's rounding (not covered here).
     """
 
     params: Params
@@ -247,8 +261,20 @@ class EnrolledNoiseModel:
         return sigma * math.sqrt(shares) * spread / self.params.scale
 
     def error_bound(self, sigma: float, shares: int, clients: int, values: int, *, dense: bool = False) -> float:
-        """Bound on max |decrypted − exact| over ``values`` values, failure probability 2^-f."""
+        """Bound on max |decrypted − exact| over ``values`` values, failure probability 2^-f.
+
+        ``dense``: coefficient packing (no √(N/2) spread; see the class docstring)."""
+        return self._unit_bound(sigma, shares, clients, values, dense) / self.params.scale
+
+    def min_scale_log2(self, sigma: float, shares: int, clients: int, values: int, target: float, *,
+                       dense: bool = False) -> float:
+        """log2 of the smallest Δ whose :meth:`error_bound` is at most ``target``."""
+        if not target > 0:
+            raise ValueError("target must be positive")
+        return math.log2(self._unit_bound(sigma, shares, clients, values, dense) / target)
+
+    def _unit_bound(self, sigma: float, shares: int, clients: int, values: int, dense: bool) -> float:
         spread = 1.0 if dense else math.sqrt(self.params.n / 2.0)
         variance = shares * sigma**2 + clients * ENROLLED_CLIENT_PROXY
         tail = math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
-        return math.sqrt(variance) * spread / self.params.scale * tail
+        return math.sqrt(variance) * spread * tail
