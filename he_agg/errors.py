@@ -54,6 +54,10 @@ class LayoutMismatchError(ParameterMismatchError):
     """An encrypted update whose layout manifest differs from the round's layout."""
 
 
+class PackingMismatchError(LayoutMismatchError):
+    """An update packed one way ("slots" / "dense") offered to a round packed the other way."""
+
+
 # -- packing and decoding ---------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import blake3
 import numpy as np
 
-from .errors import DecodeError, FormatError, LayoutMismatchError, PackingError, SlotRangeError
+from .errors import DecodeError, FormatError, LayoutMismatchError, PackingError, PackingMismatchError, SlotRangeError
 from .params import Params
 
 __all__ = [
@@ -62,10 +62,6 @@ __all__ = [
 
 
 # -- exceptions (proposed for he_agg.errors; kept here until they move) -------------------
-
-
-class PackingMismatchError(LayoutMismatchError):
-    """An update packed one way ("slots" / "dense") offered to a round packed the other way."""
 
 
 #: The packings a layout may name: CKKS slots (N/2 values per ciphertext) or dense coefficients (N).
