@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parties", type=common.positive_int, default=5, help="committee size n (default 5)")
     parser.add_argument("--threshold", type=common.positive_int, default=3, help="threshold t (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the plaintext values (never for keys)")
+    parser.add_argument("--packing", choices=("slots", "dense"), default="slots",
+                        help="enrolled mode's packing: CKKS slots (N/2 values per ciphertext) or dense "
+                             "coefficients (N per ciphertext, no FFT; default slots)")
 
 
 def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -188,7 +191,8 @@ def _enrolled(values: _Values, args: argparse.Namespace, step: Callable[..., Non
     aggregator = he_agg.Aggregator(ctx, 1, min_clients=3)
     encrypt_times, aggregate_s, upload_bytes = [], 0.0, 0
     for k, client in enumerate(clients):
-        seconds, blob = _time(lambda: client.encrypt(values.of(k), round_id=1, max_clients=args.clients))
+        seconds, blob = _time(lambda: client.encrypt(values.of(k), round_id=1, max_clients=args.clients,
+                                                     packing=args.packing))
         encrypt_times.append(seconds)
         step()
         upload_bytes = len(blob)
@@ -217,8 +221,11 @@ def _enrolled(values: _Values, args: argparse.Namespace, step: Callable[..., Non
     step(advance=2)
     sigma = committee[0].sigma
     bound = EnrolledNoiseModel(ctx.params, ctx.statistical_bits).error_bound(sigma, args.threshold, args.clients,
-                                                                             args.values)
+                                                                             args.values,
+                                                                             dense=args.packing == "dense")
     return {
+        "packing": args.packing,
+        "server_round_s": aggregate_s + combine_timing.best,
         "enrollment_s": enroll_s,
         "enrollment_per_client_s": enroll_s / args.clients,
         "dealing_bytes": len(clients[0].dealing()),
