@@ -232,6 +232,7 @@ static inline __attribute__((always_inline)) uint64_t packed_add_periods(
     const uint64_t mask = (UINT64_C(1) << b) - 1;
     uint64_t bad = 0;
     for (size_t i0 = 0; i0 < len; i0 += period, src += 8 * words) {
+#pragma GCC unroll 16
         for (unsigned j = 0; j < period; j++) {
             const unsigned p = j * b, k = p >> 6, sh = p & 63;
             uint64_t v = heagg_load_u64(src + 8 * k) >> sh;

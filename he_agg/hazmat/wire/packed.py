@@ -16,6 +16,7 @@ place, unpacking inside the pass that validates and adds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import blake3
@@ -24,11 +25,12 @@ import numpy as np
 from ...errors import FormatError, ParameterMismatchError
 from .. import kernels
 from ..kernels.tables import ModuliLike, normalize_moduli
+from .tenseal import ResidueView
 
-__all__ = ["hash_unpacked", "pack_residues", "packed_size", "unpack_residues"]
+__all__ = ["PackedView", "hash_unpacked", "pack_residues", "packed_body", "packed_flag", "packed_size", "unpack_residues"]
 
 #: Rows unpacked at a time by :func:`hash_unpacked` (bounded scratch memory).
-_HASH_ROWS = 64
+_HASH_ROWS = 16
 
 
 def packed_size(shape: tuple[int, ...], moduli: ModuliLike) -> int:
@@ -103,5 +105,57 @@ def hash_unpacked(data: Any, shape: tuple[int, ...], moduli: ModuliLike) -> byte
         r1 = min(rows, r0 + _HASH_ROWS)
         part = scratch[: r1 - r0]
         kernels.unpack_residues(part, view[r0 * row_bytes : r1 * row_bytes], mods)
-        hasher.update(part)
+        hasher.update(part.reshape(-1).view(np.uint8))
     return hasher.digest()
+
+
+@dataclass(frozen=True)
+class PackedView(ResidueView):
+    """A :class:`ResidueView` of PACKED residues: ciphertext c is
+    :func:`he_agg.hazmat.kernels.packed_ct_bytes` bytes at ``offsets[c]`` of ``buffer``.
+    ``body_hash`` is that of the packed bytes; :meth:`unpacked_hash` gives the digest an
+    unpacked body would have (what ciphertext and c0 digests are defined over)."""
+
+    polys: int = 2
+
+    def residues(self, params: Any, what: str = "encrypted vector") -> np.ndarray:
+        """The residues unpacked into an aligned, range-checked (count, polys, L, N) array."""
+        shape = (self.count, self.polys, len(params.data_moduli), params.n)
+        return unpack_residues(self._bytes(shape, params), shape, params.data_moduli)
+
+    def chunks(self, params: Any) -> list[bytes | memoryview]:  # pragma: no cover - not for packed views
+        raise FormatError("a packed view has no unpacked byte chunks; use residues() or unpacked_hash()")
+
+    def unpacked_hash(self, params: Any) -> bytes:
+        """BLAKE3 of the unpacked residue words, in order (a bounded scratch, no full copy)."""
+        shape = (self.count, self.polys, len(params.data_moduli), params.n)
+        return hash_unpacked(self._bytes(shape, params), shape, params.data_moduli)
+
+    def _bytes(self, shape: tuple[int, ...], params: Any) -> memoryview:
+        whole = memoryview(self.buffer).cast("B") if not isinstance(self.buffer, np.ndarray) \
+            else memoryview(np.ascontiguousarray(self.buffer).reshape(-1).view(np.uint8))
+        size = packed_size(shape, params.data_moduli)
+        start = int(self.offsets[0]) if self.count else 0
+        return whole[start : start + size]
+
+
+def packed_body(body: memoryview, shape: tuple[int, ...], moduli: ModuliLike, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check a packed envelope body against ``shape`` (count, polys, L, N) BEFORE use: its
+    size must equal the formula exactly. Returns (the body as uint8, per-ciphertext byte
+    offsets) for :func:`he_agg.hazmat.kernels.sum_packed`; residues are left for the
+    summing kernel (or :func:`unpack_residues`) to range-check."""
+    expected = packed_size(shape, moduli)
+    if len(body) != expected:
+        raise FormatError(f"{what}: packed body is {len(body)} bytes, expected exactly {expected} for shape {shape}")
+    step = expected // shape[0] if shape[0] else 0
+    return np.frombuffer(body, dtype=np.uint8), np.arange(shape[0], dtype=np.uint64) * np.uint64(step)
+
+
+def packed_flag(meta: Any, what: str) -> bool:
+    """The meta's ``"packed"`` flag: absent = 64-bit words, ``true`` = packed; anything
+    else is refused (one canonical spelling per form)."""
+    if not meta.has("packed"):
+        return False
+    if meta.raw("packed") is not True:
+        raise FormatError(f"{what}: field 'packed' must be true when present")
+    return True
