@@ -76,6 +76,41 @@ int heagg_sum_segmented(uint64_t *acc, size_t count, size_t polys, size_t nmod, 
                         const uint64_t *segments, size_t nseg, size_t nsrc, heagg_fault *fault);
 
 /*
+ * As heagg_sum_ciphertexts, but every source ciphertext is PACKED: its polys*nmod rows
+ * in order, row (p, l) holding n residues of b_l = bitlen(moduli[l]) bits, residue i at
+ * bits [i*b_l, (i+1)*b_l) of the row read as a little-endian bit string, the row padded
+ * with zero bits to ceil(n*b_l/64) whole 64-bit words (no padding for n >= 64). Source s,
+ * ciphertext c starts at bases[s] + offsets[s * count + c], any alignment, and is
+ * polys * sum_l ceil(n*b_l/64) * 8 bytes. Residues are unpacked inside the summing pass;
+ * validation, lazy reduction, rollback and the fault reported (fault->word counts
+ * UNPACKED words, as for heagg_sum_ciphertexts) are exactly those of
+ * heagg_sum_ciphertexts. Padding bits are not read (callers check them).
+ */
+int heagg_sum_packed(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                     const uint64_t *moduli, const uint8_t *const *bases, const uint64_t *offsets,
+                     size_t nsrc, heagg_fault *fault);
+
+/*
+ * acc -= the sources, elementwise mod q: the exact undo of a SUCCESSFUL heagg_sum_ciphertexts
+ * (nseg == 0, packed == 0: layout = offsets), heagg_sum_segmented (nseg > 0: layout =
+ * the same cumulative segment table) or heagg_sum_packed (packed != 0, nseg == 0) of the
+ * same sources, for rolling back a sum split over threads when another slice failed.
+ * Precondition: every source word < its prime (a successful sum proved it). Returns
+ * HEAGG_ERR_RESIDUE only if an acc word is >= its prime (a broken precondition).
+ */
+int heagg_sum_undo(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                   const uint64_t *moduli, const uint8_t *const *bases, const uint64_t *layout,
+                   size_t nseg, size_t nsrc, int packed);
+
+/*
+ * Packed rows -> words: out (rows, nmod, n) from the packed layout of heagg_sum_packed
+ * (src holds rows * sum_l ceil(n*b_l/64) words, any alignment). Not range-checked: the
+ * values are < 2^b_l, callers check them against q_l.
+ */
+int heagg_unpack_residues(uint64_t *out, const uint8_t *src, size_t rows, size_t nmod, size_t n,
+                          const uint64_t *moduli);
+
+/*
  * SEAL-compatible negacyclic NTT, in place on (rows, nmod, n).
  * Forward:  natural-order input, bit-reversed output, no scaling:
  *           out[j] = sum_i a[i] * psi^((2*bitrev(j)+1)*i) mod q.

@@ -45,6 +45,9 @@ typedef struct {
     const uint64_t *offsets;  /* contiguous sources (segments == NULL), else NULL */
     const uint64_t *segments; /* (nsrc, count, nseg, 2): byte offset, cumulative end */
     size_t nseg, nsrc;
+    int packed;                       /* sources are packed (heagg_sum_packed)          */
+    size_t pwords;                    /* packed: words of one polynomial (nmod rows)    */
+    size_t prow[HEAGG_MAX_NMOD];      /* packed: word offset of prime row l in a poly   */
 } sum_job;
 
 /* t[i] += w_i for the len little-endian words at src; nonzero iff some w_i >= q. */
@@ -189,12 +192,128 @@ static inline size_t resolve(const sum_job *job, size_t s, size_t c, size_t word
     return 1;
 }
 
+
+/* ---- packed sources ------------------------------------------------------------------
+ *
+ * A packed ciphertext is its rows (polynomial p, prime l) in order, row (p, l) holding n
+ * residues of b_l = bitlen(q_l) bits, residue i at bits [i*b_l, (i+1)*b_l) of the row
+ * read as a little-endian bit string, the row padded with zero bits to whole 64-bit
+ * words: ceil(n*b_l/64) words. For n >= 64 a row needs no padding and every block of
+ * residues starts on a word boundary (blocks are multiples of 64 residues). Residues
+ * are unpacked in registers inside the add: no unpacked copy is ever made.
+ */
+
+/* Words of one packed row of n residues of b bits. */
+static inline size_t packed_row_words(size_t n, unsigned b) {
+    return (n * b + 63) / 64;
+}
+
+/* Residue i of a packed run whose residue 0 is at bit 0 of src: reads only the words
+ * holding its bits. */
+static inline uint64_t packed_get(const uint8_t *src, size_t i, unsigned b) {
+    const uint64_t p = (uint64_t)i * b;
+    const size_t k = (size_t)(p >> 6);
+    const unsigned sh = (unsigned)(p & 63);
+    uint64_t v = heagg_load_u64(src + 8 * k) >> sh;
+    if (sh + b > 64) v |= heagg_load_u64(src + 8 * (k + 1)) << (64 - sh);
+    return v & ((UINT64_C(1) << b) - 1);
+}
+
+/*
+ * t[i] += residue i (undo: q - residue i) for i < len, len a multiple of the period
+ * P = 64 / gcd(b, 64) (P residues fill W = b / gcd(b, 64) words exactly). Inlined with a
+ * constant b, the period loop unrolls into constant shifts with no branches.
+ */
+static inline __attribute__((always_inline)) uint64_t packed_add_periods(
+    uint64_t *restrict t, const uint8_t *restrict src, size_t len, uint64_t q, unsigned b,
+    int undo) {
+    const unsigned g = (unsigned)__builtin_ctz(b | 64u); /* log2 gcd(b, 64) */
+    const unsigned period = 64u >> g, words = b >> g;
+    const uint64_t mask = (UINT64_C(1) << b) - 1;
+    uint64_t bad = 0;
+    for (size_t i0 = 0; i0 < len; i0 += period, src += 8 * words) {
+#pragma GCC unroll 16
+        for (unsigned j = 0; j < period; j++) {
+            const unsigned p = j * b, k = p >> 6, sh = p & 63;
+            uint64_t v = heagg_load_u64(src + 8 * k) >> sh;
+            if (sh + b > 64) v |= heagg_load_u64(src + 8 * (k + 1)) << (64 - sh);
+            v &= mask;
+            if (undo) {
+                t[i0 + j] += q - v;
+            } else {
+                bad |= (uint64_t)(v >= q);
+                t[i0 + j] += v;
+            }
+        }
+    }
+    return bad;
+}
+
+/* The widths with a constant-b instance: every width whose period is at most 16. */
+#define PACKED_CASES(X) X(32) X(36) X(40) X(44) X(48) X(52) X(56) X(60)
+#define PACKED_FN(B)                                                                      \
+    HEAGG_CLONES static uint64_t packed_add_##B(uint64_t *restrict t,                     \
+                                                const uint8_t *restrict src, size_t len,  \
+                                                uint64_t q, int undo) {                   \
+        return undo ? packed_add_periods(t, src, len, q, B, 1)                            \
+                    : packed_add_periods(t, src, len, q, B, 0);                           \
+    }
+PACKED_CASES(PACKED_FN)
+
+/* Any width; runs of fewer than 64 residues (n < 64) residue by residue. */
+static uint64_t packed_add_any(uint64_t *restrict t, const uint8_t *restrict src, size_t len,
+                               uint64_t q, unsigned b, int undo) {
+    if (len % 64 == 0) return undo ? packed_add_periods(t, src, len, q, b, 1)
+                                   : packed_add_periods(t, src, len, q, b, 0);
+    uint64_t bad = 0;
+    for (size_t i = 0; i < len; i++) {
+        const uint64_t v = packed_get(src, i, b);
+        if (undo) {
+            t[i] += q - v;
+        } else {
+            bad |= (uint64_t)(v >= q);
+            t[i] += v;
+        }
+    }
+    return bad;
+}
+
+/* Where residue j0 (a multiple of the block, so word aligned) of row `row` of packed
+ * ciphertext c of source s starts. */
+static inline const uint8_t *packed_run(const sum_job *job, size_t s, size_t c, size_t row,
+                                        size_t j0, unsigned b) {
+    const size_t poly = row / job->nmod, l = row % job->nmod;
+    return job->bases[s] + job->offsets[s * job->count + c] +
+           8 * (poly * job->pwords + job->prow[l] + j0 * b / 64);
+}
+
+/* One packed source into the block t: add and check, or (undo) add q - v. */
+static uint64_t add_packed_source(uint64_t *t, const sum_job *job, size_t s, size_t c,
+                                  size_t word, size_t len, uint64_t q, int undo) {
+    const size_t row = word / job->n, j0 = word % job->n;
+    const unsigned b = heagg_bitlen(q);
+    const uint8_t *src = packed_run(job, s, c, row, j0, b);
+    if (len % 64 == 0) {
+        switch (b) {
+#define PACKED_CASE(B) \
+    case B:            \
+        return packed_add_##B(t, src, len, q, undo);
+            PACKED_CASES(PACKED_CASE)
+#undef PACKED_CASE
+        default:
+            break;
+        }
+    }
+    return packed_add_any(t, src, len, q, b, undo);
+}
+
 /*
  * One source into the block t (len words from flat word `word` of ciphertext c): add and
  * check, or (undo) add q - w. Nonzero iff some word >= q (never when undoing).
  */
 static uint64_t add_source(uint64_t *t, const sum_job *job, size_t s, size_t c, size_t word,
                            size_t len, uint64_t q, int undo) {
+    if (job->packed) return add_packed_source(t, job, s, c, word, len, q, undo);
     uint64_t bad = 0;
     uint8_t tmp[8];
     for (size_t i = 0, m; i < len; i += m) {
@@ -259,7 +378,7 @@ static int sum_pass(const sum_job *job, int undo, size_t limit, size_t *done) {
                 if (load_checked(t, a, blk, q)) goto fault;
                 unsigned pending = 0;
                 size_t s = 0;
-                for (; !undo && s + SUM_WAYS <= job->nsrc; s += SUM_WAYS) {
+                for (; !undo && !job->packed && s + SUM_WAYS <= job->nsrc; s += SUM_WAYS) {
                     if (pending + SUM_WAYS > window) { /* then pending >= 4: bitlen ok */
                         reduce_lazy(t, blk, q, heagg_bitlen(pending));
                         pending = 0;
@@ -304,6 +423,18 @@ static void locate_fault(const sum_job *job, heagg_fault *fault) {
         for (size_t c = 0; c < job->count; c++) {
             for (size_t row = 0; row < rows; row++) {
                 const uint64_t q = job->moduli[row % job->nmod];
+                if (job->packed) {
+                    const unsigned b = heagg_bitlen(q);
+                    const uint8_t *src = packed_run(job, s, c, row, 0, b);
+                    for (size_t i = 0; i < job->n; i++) {
+                        if (packed_get(src, i, b) >= q) {
+                            fault->source = s;
+                            fault->word = c * job->ct_words + row * job->n + i;
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 for (size_t i = 0, m; i < job->n; i += m) {
                     const size_t w = row * job->n + i;
                     const uint8_t *src;
@@ -341,7 +472,7 @@ static int sum_setup(sum_job *job, uint64_t *acc, size_t count, size_t polys, si
         if (bases[s] == NULL) return HEAGG_ERR_ARGUMENT;
     }
     const sum_job init = {acc, count, nmod, n, ct_words, n < SUM_BLOCK ? n : SUM_BLOCK,
-                          moduli, bases, NULL, NULL, 0, nsrc};
+                          moduli, bases, NULL, NULL, 0, nsrc, 0, 0, {0}};
     *job = init;
     *empty = 0;
     return HEAGG_OK;
@@ -396,4 +527,66 @@ int heagg_sum_segmented(uint64_t *acc, size_t count, size_t polys, size_t nmod, 
     job.segments = segments;
     job.nseg = nseg;
     return sum_run(&job, fault);
+}
+
+/* The packed layout of one polynomial: prime row offsets and total words. */
+static void packed_layout(sum_job *job) {
+    size_t words = 0;
+    for (size_t l = 0; l < job->nmod; l++) {
+        job->prow[l] = words;
+        words += packed_row_words(job->n, heagg_bitlen(job->moduli[l]));
+    }
+    job->pwords = words;
+}
+
+int heagg_sum_packed(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                     const uint64_t *moduli, const uint8_t *const *bases, const uint64_t *offsets,
+                     size_t nsrc, heagg_fault *fault) {
+    sum_job job;
+    int empty;
+    const int rc = sum_setup(&job, acc, count, polys, nmod, n, moduli, bases, offsets, nsrc,
+                             fault, &empty);
+    if (rc != HEAGG_OK || empty) return rc;
+    job.offsets = offsets;
+    job.packed = 1;
+    packed_layout(&job);
+    return sum_run(&job, fault);
+}
+
+int heagg_sum_undo(uint64_t *acc, size_t count, size_t polys, size_t nmod, size_t n,
+                   const uint64_t *moduli, const uint8_t *const *bases, const uint64_t *layout,
+                   size_t nseg, size_t nsrc, int packed) {
+    sum_job job;
+    heagg_fault unused;
+    int empty;
+    size_t undone = 0;
+    const int rc = sum_setup(&job, acc, count, polys, nmod, n, moduli, bases, layout, nsrc,
+                             &unused, &empty);
+    if (rc != HEAGG_OK || empty) return rc;
+    if (packed && nseg != 0) return HEAGG_ERR_ARGUMENT;
+    if (nseg == 0) {
+        job.offsets = layout;
+    } else {
+        job.segments = layout;
+        job.nseg = nseg;
+    }
+    job.packed = packed != 0;
+    if (job.packed) packed_layout(&job);
+    /* The acc words are checked as they are loaded: a bad one (a broken precondition)
+     * stops the pass, blocks before it undone. */
+    return sum_pass(&job, 1, SIZE_MAX, &undone) ? HEAGG_ERR_RESIDUE : HEAGG_OK;
+}
+
+int heagg_unpack_residues(uint64_t *out, const uint8_t *src, size_t rows, size_t nmod, size_t n,
+                          const uint64_t *moduli) {
+    if (!heagg_shape_ok(nmod, n, moduli) || (rows && (out == NULL || src == NULL)))
+        return HEAGG_ERR_ARGUMENT;
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t l = 0; l < nmod; l++, out += n) {
+            const unsigned b = heagg_bitlen(moduli[l]);
+            for (size_t i = 0; i < n; i++) out[i] = packed_get(src, i, b);
+            src += 8 * packed_row_words(n, b);
+        }
+    }
+    return HEAGG_OK;
 }

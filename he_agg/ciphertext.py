@@ -21,6 +21,7 @@ import blake3
 import numpy as np
 
 from .errors import FormatError, ParameterMismatchError
+from .hazmat.wire import packed as packed_wire
 from .hazmat.wire import seal, tenseal
 from .hazmat.wire.envelope import Kind, Meta, as_bytes, body_hash, body_words, open_envelope, seal_envelope
 from .params import Params
@@ -86,9 +87,17 @@ class CiphertextBatch:
 
     # -- serialization --------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """he_agg's compact wire form: 2·L·8 bytes per slot plus a ~150-byte envelope."""
-        return seal_envelope(Kind.CIPHERTEXT_BATCH, _meta(self.params, self.length), self.data)
+    def to_bytes(self, *, packed: bool = False) -> bytes:
+        """he_agg's compact wire form: 2·L·8 bytes per slot plus a ~150-byte envelope.
+
+        ``packed=True`` stores each residue in bitlen(q) bits (meta ``"packed": true``):
+        2·Σ_l⌈N·bitlen(q_l)/64⌉·8 bytes per ciphertext, summed in place by the kernel.
+        """
+        meta = _meta(self.params, self.length)
+        if not packed:
+            return seal_envelope(Kind.CIPHERTEXT_BATCH, meta, self.data)
+        meta["packed"] = True
+        return seal_envelope(Kind.CIPHERTEXT_BATCH, meta, packed_wire.pack_residues(self.data, self.params.data_moduli))
 
     def to_tenseal_bytes(self, *, compress: bool = True) -> bytes:
         """TenSEAL ``CKKSVector`` bytes (zstd like TenSEAL's own, or uncompressed)."""
@@ -136,8 +145,21 @@ class CiphertextBatch:
         for i, view in enumerate(views):
             if view.length != self.length:
                 raise ParameterMismatchError(f"input {i} has {view.length} values, this batch has {self.length}")
-        kernels.sum_ciphertexts(self.data, [(v.buffer, v.offsets) for v in views], self.params.data_moduli)
-        self._digest = None
+        words = [(v.buffer, v.offsets) for v in views if not isinstance(v, packed_wire.PackedView)]
+        packed = [(v.buffer, v.offsets) for v in views if isinstance(v, packed_wire.PackedView)]
+        moduli = self.params.data_moduli
+        backup = self.data.copy() if words and packed else None  # two passes: restore on the second's error
+        try:
+            if words:
+                kernels.sum_ciphertexts(self.data, words, moduli)
+            if packed:
+                kernels.sum_packed(self.data, packed, moduli)
+        except BaseException:
+            if backup is not None:
+                self.data[...] = backup
+            raise
+        finally:
+            self._digest = None
 
     def __add__(self, other: "CiphertextBatch") -> "CiphertextBatch":
         if not isinstance(other, CiphertextBatch):
@@ -190,6 +212,12 @@ def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str, *, c
     length = meta.integer("length", 1, 1 << 40)
     nmod = len(params.data_moduli)
     shape = (_count_for(length, params), 2, nmod, params.n)
+    if packed_wire.packed_flag(meta, what):
+        buffer, offsets = packed_wire.packed_body(body, shape, params.data_moduli, what)
+        view = packed_wire.PackedView(buffer, offsets, length, False, body_hash, 2)
+        if check:
+            view.residues(params, what)  # unpack and range-check (readers that want the array)
+        return view
     words = body_words(body, shape, what)
     if check:
         seal.check_residues(words, params.data_moduli, what)
@@ -234,6 +262,8 @@ def residue_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
 
 def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
     """The digest :attr:`CiphertextBatch.digest` would give, computed on a (zero-copy) view."""
+    if isinstance(view, packed_wire.PackedView):  # the digest of the residues, not of their packing
+        return residue_digest(params, view.length, view.unpacked_hash(params))
     if view.body_hash is not None:
         return residue_digest(params, view.length, view.body_hash)
     if isinstance(view.buffer, np.ndarray):

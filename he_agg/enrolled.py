@@ -43,6 +43,7 @@ from .hazmat import kernels
 from .hazmat.ckks import encode_dense_split, encode_split
 from .hazmat.rounds import MAX_COMMITTEE_ID, round_polynomials
 from .hazmat.sampling import KeyedStream, cbd
+from .hazmat.wire import packed as packed_wire
 from .hazmat.wire import seal as seal_wire
 from .hazmat.wire.envelope import Kind, as_bytes, body_hash, body_words, open_envelope, seal_envelope
 from .identity import SIGNATURE_BYTES, PartyIdentity, verify_signature
@@ -388,9 +389,15 @@ class EnrolledUpload:
     def client_id(self) -> str:
         return self.ticket.client_id
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, packed: bool = False) -> bytes:
+        """The envelope; ``packed=True`` stores each residue in bitlen(q) bits (meta
+        ``"packed": true``). The ticket names the residues, not their packing: both forms
+        carry the same ticket."""
         meta = {"params": self.params.fingerprint.hex(), "length": self.layout.length,
                 "layout": self.layout.to_json(), "ticket": self.ticket.to_bytes().hex()}
+        if packed:
+            meta["packed"] = True
+            return seal_envelope(Kind.ENROLLED_UPLOAD, meta, packed_wire.pack_residues(self.c0, self.params.data_moduli))
         return seal_envelope(Kind.ENROLLED_UPLOAD, meta, self.c0)
 
     @classmethod
@@ -412,10 +419,12 @@ class EnrolledUpload:
 
 def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
                 epoch: int | None = None, round_id: int | None = None,
-                check: bool = True) -> tuple[Ticket, Layout, np.ndarray, bytes]:
+                check: bool = True) -> tuple[Ticket, Layout, np.ndarray | packed_wire.PackedView, bytes]:
     """Validate an upload's envelope, meta and ticket; view its residues without copying.
 
-    Returns (ticket, layout, c0 view (count, L, N), body hash). Every size is checked
+    Returns (ticket, layout, c0 view (count, L, N), hash of the residue words). A packed
+    body (meta ``"packed": true``) gives a :class:`PackedView` instead (an array with
+    ``check``) and the hash its unpacked words would have. Every size is checked
     against the buffer before the view is made. With ``check=False`` the residues are
     left for the summing kernel to range-check in the pass that adds them.
     """
@@ -435,14 +444,25 @@ def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key
     layout = Layout.from_json(meta.raw("layout"))
     if layout.length != length:
         raise FormatError(f"{who}: {length} slots but the layout describes {layout.length}")
-    c0 = body_words(env.body, (layout.ciphertexts(params), len(params.data_moduli), params.n), who)
-    if ticket.layout_digest != layout.digest or ticket.c0_digest != c0_digest(params, length, env.body_hash):
+    shape = (layout.ciphertexts(params), len(params.data_moduli), params.n)
+    c0: np.ndarray | packed_wire.PackedView
+    if packed_wire.packed_flag(meta, who):  # sizes checked against the formula before any use
+        c0 = packed_wire.PackedView(*packed_wire.packed_body(env.body, (shape[0], 1) + shape[1:], params.data_moduli,
+                                                             who), length, False, env.body_hash, 1)
+        residues_hash = c0.unpacked_hash(params)
+    else:
+        c0 = body_words(env.body, shape, who)
+        residues_hash = env.body_hash
+    if ticket.layout_digest != layout.digest or ticket.c0_digest != c0_digest(params, length, residues_hash):
         raise TicketError(f"{who}: the ticket does not match the layout or the residues")
     if verify_key is not None:
         ticket.verify(verify_key)
     if check:
-        seal_wire.check_residues(c0, params.data_moduli, who)
-    return ticket, layout, c0, env.body_hash
+        if isinstance(c0, packed_wire.PackedView):
+            c0 = c0.residues(params, who)[:, 0]
+        else:
+            seal_wire.check_residues(c0, params.data_moduli, who)
+    return ticket, layout, c0, residues_hash
 
 
 def _hex(text: str, what: str) -> str:
@@ -524,9 +544,12 @@ class C0Accumulator:
                                          f"expects {self.length}")
         if self.layout is not None:
             check_layout(layout, self.layout)
-        step = np.uint64(c0[0].nbytes)
-        offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
-        kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)  # untouched on error
+        if isinstance(c0, packed_wire.PackedView):  # unpacked inside the summing pass
+            kernels.sum_packed(self._acc, [(c0.buffer, c0.offsets)], self.params.data_moduli)  # untouched on error
+        else:
+            step = np.uint64(c0[0].nbytes)
+            offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
+            kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)  # untouched on error
         if self.layout is None:
             self.layout = layout
         self._tickets[ticket.client_id] = ticket

@@ -171,6 +171,29 @@ def floor_methods(stacked: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
     return {"add-loop": add_loop, "add-reduce": add_reduce, "add-blocked": add_blocked}
 
 
+def floor_all_cores(stacked: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
+    """The all-cores floor: ``add-blocked`` on disjoint ranges of ciphertexts, one range per
+    thread of a persistent pool (numpy releases the GIL in ``np.add``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shape = stacked.shape[1:]
+    bounds = [shape[0] * k // threads for k in range(threads + 1)]
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="floor")
+
+    def part(acc: np.ndarray, k: int) -> None:
+        for c in range(bounds[k], bounds[k + 1]):
+            block = acc[c]
+            for x in stacked:
+                np.add(block, x[c], out=block)
+
+    def add_threads() -> np.ndarray:
+        acc = np.zeros(shape, dtype=np.uint64)
+        list(pool.map(lambda k: part(acc, k), range(threads)))
+        return acc
+
+    return add_threads
+
+
 def _time_backends(backends: Sequence[str], inputs: Sequence[object], params: Params, repeat: int,
                    on_run: Callable[[], object]) -> tuple[dict[str, Timing], dict[str, Any]]:
     """``CiphertextBatch.sum`` per backend, runs interleaved round by round.
@@ -217,6 +240,9 @@ def _time_split(backends: Sequence[str], inputs: Sequence[object], params: Param
         with kernels.use_backend(backend):
             split[backend] = measure(lambda: kernels.sum_ciphertexts(acc, sources, params.data_moduli),
                                      repeat, setup=lambda: acc.fill(0))[0]
+    with kernels.use_backend("native"), kernels.use_threads(1):  # the kernel on one core
+        split["native-1t"] = measure(lambda: kernels.sum_ciphertexts(acc, sources, params.data_moduli),
+                                     repeat, setup=lambda: acc.fill(0))[0]
     return split
 
 
@@ -262,11 +288,16 @@ def _prepare_inputs(blobs: list[bytes], fmt: str, params: Params, bar: Any) -> l
 
 
 def _time_floor(inputs: Sequence[object], params: Params, repeat: int, bar: Any) -> tuple[dict[str, Timing], tuple[int, ...]]:
-    """Every floor candidate on the decoded inputs; also the stacked array's shape."""
+    """Every floor candidate on the decoded inputs (one thread), then the all-cores floor
+    (key ``all-cores``, not a candidate); also the stacked array's shape."""
+    from he_agg.hazmat import kernels
+
     stacked = floor_arrays(inputs, params)
     methods = floor_methods(stacked)
-    task = bar.add_task("timing the numpy floor", total=len(methods) * repeat)
+    task = bar.add_task("timing the numpy floor", total=(len(methods) + 1) * repeat)
     floors = {name: measure(fn, repeat, on_run=lambda: bar.advance(task))[0] for name, fn in methods.items()}
+    floors["all-cores"] = measure(floor_all_cores(stacked, kernels.thread_count()), repeat,
+                                  on_run=lambda: bar.advance(task))[0]
     return floors, stacked.shape
 
 
@@ -310,12 +341,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del inputs
         native_error = _max_abs_error(results["native"], ctx, work.plain_sum)
 
+    all_cores = floors.pop("all-cores")
     floor_method = min(floors, key=lambda name: floors[name].best)
     timings.update(tenseal=t_tenseal, floor=floors[floor_method])
     return _report(
         args=args, seed=seed, count=shape[1], residue_bytes=int(np.prod(shape)) * 8,
         timings=timings, floors=floors, floor_method=floor_method, split=split, sizes=sizes,
-        input_bytes=input_bytes, setup_s=work.seconds, native_error=native_error,
+        input_bytes=input_bytes, setup_s=work.seconds, native_error=native_error, all_cores=all_cores,
         tenseal_error=tenseal_error,
         identical=(results["native"] == results["numba"]) if "numba" in results else None,
         tenseal_version=ts.__version__,
@@ -330,9 +362,11 @@ def _report(*, args: argparse.Namespace, seed: int, count: int, residue_bytes: i
             timings: dict[str, Timing], floors: dict[str, Timing], floor_method: str,
             split: dict[str, Timing], sizes: dict[str, int], input_bytes: int, setup_s: float,
             native_error: float, tenseal_error: float, identical: bool | None,
-            tenseal_version: str) -> dict[str, Any]:
+            tenseal_version: str, all_cores: Timing) -> dict[str, Any]:
     """The flat result dict (the JSON object of ``--json``)."""
     import numba
+
+    from he_agg.hazmat import kernels
 
     best = {m: (timings[m].best if m in timings else None) for m in METHODS}
     median = {m: (timings[m].median if m in timings else None) for m in METHODS}
@@ -358,6 +392,12 @@ def _report(*, args: argparse.Namespace, seed: int, count: int, residue_bytes: i
         "numba_kernel_s": split["numba"].best if "numba" in split else None,
         "floor_method": floor_method,
         "floor_candidates_s": {name: t.best for name, t in floors.items()},
+        "threads": kernels.thread_count(),
+        "kernel_1t_s": split["native-1t"].best,
+        "floor_all_cores_s": all_cores.best,
+        "floor_gb_per_s_1t_all_cores": [_ratio(gb, best["floor"]), _ratio(gb, all_cores.best)],
+        "kernel_gb_per_s_1t_all_cores": [_ratio(gb, split["native-1t"].best), _ratio(gb, split["native"].best)],
+        "kernel_fraction_of_all_cores_floor": _ratio(all_cores.best, split["native"].best),
     })
     for m in METHODS:
         result[f"{m}_median_s"] = median[m]
@@ -412,7 +452,9 @@ def render(result: dict[str, Any]) -> Any:
                       f"{result[f'{m}_gb_per_s']:.2f}",
                       f"{result['floor_s'] / result[f'{m}_s']:.2f}",
                       f"{result['tenseal_s'] / result[f'{m}_s']:.1f}x")
-    keys = ["format", "parse_s", "kernel_s", "numba_kernel_s", "floor_candidates_s", "bytes_per_value",
+    keys = ["format", "parse_s", "kernel_s", "numba_kernel_s", "floor_candidates_s", "threads", "kernel_1t_s",
+            "floor_all_cores_s", "floor_gb_per_s_1t_all_cores", "kernel_gb_per_s_1t_all_cores",
+            "kernel_fraction_of_all_cores_floor", "bytes_per_value",
             "tenseal_bytes_per_value", "he_agg_bytes_per_value", "max_abs_error",
             "tenseal_max_abs_error", "backends_bit_identical", "setup_encrypt_s", "cpu_model",
             "cpu_count", "he_agg_version", "tenseal_version", "seed"]

@@ -19,8 +19,10 @@ import contextlib
 import importlib
 import math
 import os
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -60,10 +62,16 @@ __all__ = [
     "ntt_forward",
     "ntt_inverse",
     "ntt_tables",
+    "packed_ct_bytes",
+    "packed_row_words",
     "signed_to_rns",
     "sub",
     "sum_ciphertexts",
+    "sum_packed",
+    "thread_count",
+    "unpack_residues",
     "use_backend",
+    "use_threads",
 ]
 
 BACKENDS = ("native", "numba", "numpy")
@@ -376,12 +384,229 @@ def sum_ciphertexts(
         return
     if segmented:
         table = _segment_table(layouts, count, ct_bytes)
-        fault = _impl().sum_segmented(acc, bufs, table, mods)
+        fault = _sliced("segmented", acc, bufs, table, mods)
     else:
         table = offsets
-        fault = _impl().sum_ciphertexts(acc, bufs, table, mods)
+        fault = _sliced("contiguous", acc, bufs, table, mods)
     if fault is not None:
         raise _fault(fault, acc, bufs, table, mods)
+
+
+# -- packed residues ---------------------------------------------------------------------
+
+
+def packed_row_words(n: int, moduli: ModuliLike) -> tuple[int, ...]:
+    """64-bit words of one packed row of n residues, per prime: ceil(n * bitlen(q) / 64)."""
+    return tuple(-(-n * q.bit_length() // 64) for q in _moduli(moduli))
+
+
+def packed_ct_bytes(polys: int, n: int, moduli: ModuliLike) -> int:
+    """Bytes of one packed ciphertext of ``polys`` polynomials (the wire formula)."""
+    return 8 * polys * sum(packed_row_words(n, moduli))
+
+
+def _packed_padding(
+    view: np.ndarray, index: int, offsets: np.ndarray, polys: int, n: int, mods: tuple[int, ...]
+) -> None:
+    """FormatError unless every row's padding bits (only for n*b % 64 != 0) are zero."""
+    words = packed_row_words(n, mods)
+    starts = np.cumsum((0,) + words[:-1])
+    for l, q in enumerate(mods):
+        used = n * q.bit_length() % 64
+        if used == 0:
+            continue
+        last = 8 * (np.arange(polys) * sum(words) + int(starts[l]) + words[l] - 1)  # per polynomial
+        where = (offsets.astype(np.int64)[:, None] + last[None, :]).reshape(-1)
+        tail = view[where[:, None] + np.arange(8)].view("<u8").reshape(-1)
+        bad = np.flatnonzero(tail >> np.uint64(used))
+        if bad.size:
+            c, p = divmod(int(bad[0]), polys)
+            raise FormatError(
+                f"source {index}, ciphertext {c}, polynomial {p}, prime {l}: nonzero padding bits "
+                "in a packed row (non-canonical encoding)"
+            )
+
+
+def _packed_value(buf: np.ndarray, offset: int, polys_row: tuple[int, int, int], n: int,
+                  mods: tuple[int, ...]) -> int:
+    """Residue i of row (p, l) of the packed ciphertext at byte `offset` (for messages)."""
+    p, l, i = polys_row
+    words = packed_row_words(n, mods)
+    b = mods[l].bit_length()
+    row = offset + 8 * (p * sum(words) + sum(words[:l]))
+    lo = row + (i * b) // 8
+    chunk = int.from_bytes(buf[lo : lo + 9].tobytes(), "little")
+    return (chunk >> ((i * b) % 8)) & ((1 << b) - 1)
+
+
+def sum_packed(acc: np.ndarray, sources: Sequence[tuple[Any, Any]], moduli: ModuliLike) -> None:
+    """acc += every PACKED source, elementwise mod q, unpacking inside one validated pass.
+
+    As :func:`sum_ciphertexts` with offsets layouts (shape (count,)), but ciphertext c of
+    a source is :func:`packed_ct_bytes` bytes at byte offsets[c]: its polys*nmod rows in
+    order, row (p, l) holding n residues of bitlen(q_l) bits as a little-endian bit string
+    padded with zero bits to whole 64-bit words. Raises FormatError for an offset that
+    runs past its buffer or nonzero padding bits, ResidueRangeError for a residue not
+    below its prime -- and then acc is exactly as it was before the call.
+    """
+    mods = _moduli(moduli)
+    if not isinstance(acc, np.ndarray) or acc.ndim != 4:
+        raise ParameterMismatchError("acc must be a uint64 array shaped (count, polys, nmod, n)")
+    _residues("acc", acc, mods, writable=True)
+    count, polys, nmod, n = acc.shape
+    ct_bytes = packed_ct_bytes(polys, n, mods)
+    srcs = list(sources)
+    bufs: list[np.ndarray] = []
+    offsets = np.empty((len(srcs), count), dtype=np.uint64)
+    for index, (buf, layout) in enumerate(srcs):
+        view = _byte_view(buf, index)
+        offsets[index] = _source_offsets(np.asarray(layout), index, count, view.nbytes, ct_bytes)
+        _packed_padding(view, index, offsets[index], polys, n, mods)
+        bufs.append(view)
+    if not bufs or count == 0 or ct_bytes == 0:
+        return
+    fault = _sliced("packed", acc, bufs, offsets, mods)
+    if fault is not None:
+        source, word = fault
+        if source == len(bufs):
+            raise _fault(fault, acc, bufs, offsets, mods)
+        c, within = divmod(word, polys * nmod * n)
+        p, rest = divmod(within, nmod * n)
+        l, i = divmod(rest, n)
+        value = _packed_value(bufs[source], int(offsets[source, c]), (p, l, i), n, mods)
+        raise ResidueRangeError(
+            f"source {source}, ciphertext {c}, polynomial {p}, prime {l}, coefficient {i}: packed "
+            f"residue {value} is not below its prime {mods[l]} (corrupt or forged data)"
+        )
+
+
+def unpack_residues(out: np.ndarray, data: Any, moduli: ModuliLike) -> None:
+    """out (..., nmod, n) <- packed rows (the layout of :func:`sum_packed`), not range-checked.
+
+    ``data`` must hold exactly rows * sum(packed_row_words) words (FormatError otherwise).
+    """
+    mods = _moduli(moduli)
+    out3 = _residues("out", out, mods, writable=True)
+    view = _byte_view(data, 0)
+    expected = 8 * out3.shape[0] * sum(packed_row_words(out3.shape[2], mods))
+    if view.nbytes != expected:
+        raise FormatError(f"packed residues are {view.nbytes} bytes; {expected} expected for {out.shape}")
+    if out3.size:
+        _impl().unpack_residues(out3, view, mods)
+
+
+# -- threads -----------------------------------------------------------------------------
+
+THREADS_ENV = "HE_AGG_THREADS"
+#: Source words below which a sum runs on the calling thread alone (threads cost ~0.1 ms).
+PARALLEL_MIN_WORDS = 1 << 19
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_threads_override: int | None = None
+
+
+def thread_count() -> int:
+    """Threads the native sum uses: use_threads(), else $HE_AGG_THREADS, else the CPUs
+    this process may run on (os.sched_getaffinity)."""
+    if _threads_override is not None:
+        return _threads_override
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+            raise ParameterError(f"${THREADS_ENV} must be an integer in [1, 1024], got {raw[:20]!r}")
+        return int(raw)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def use_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` summing threads (tests and benchmarks; not thread-safe)."""
+    global _threads_override
+    if type(count) is not int or not 1 <= count <= 1024:
+        raise ParameterError(f"thread count must be an integer in [1, 1024], got {count!r}")
+    previous = _threads_override
+    _threads_override = count
+    try:
+        yield
+    finally:
+        _threads_override = previous
+
+
+def _executor(size: int) -> ThreadPoolExecutor:
+    """The persistent pool, grown to at least ``size`` workers."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            old, _pool, _pool_size = _pool, ThreadPoolExecutor(size, thread_name_prefix="he_agg-sum"), size
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def _slices(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` ciphertexts cut into ``parts`` contiguous, nearly equal, nonempty ranges."""
+    bounds = [count * k // parts for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def _canonical(faults: list[tuple[int, int]], nsrc: int) -> tuple[int, int]:
+    """The single-threaded fault from the slices' (global) faults: a bad accumulator word
+    first, else the lowest source, then its lowest word (every slice reports its own
+    canonical fault, and slices are disjoint ranges of ciphertexts)."""
+    on_acc = [f for f in faults if f[0] == nsrc]
+    return min(on_acc) if on_acc else min(faults)
+
+
+def _sliced(
+    kind: str, acc: np.ndarray, bufs: list[np.ndarray], table: np.ndarray, mods: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """Run one sum kind (contiguous / segmented / packed) on the active backend, split by
+    ciphertext over the summing threads when the backend is native and the work is large.
+
+    Slices are disjoint ranges of ciphertexts (of acc and of every source), each summed by
+    the C core with the GIL released. Each slice rolls itself back on a bad residue; the
+    slices that succeeded are then undone exactly (heagg_sum_undo), so on any failure acc
+    is exactly as it was. The fault reported is the single-threaded one.
+    """
+    impl = _impl()
+    run: Callable[..., tuple[int, int] | None] = getattr(
+        impl, {"contiguous": "sum_ciphertexts", "segmented": "sum_segmented", "packed": "sum_packed"}[kind]
+    )
+    count = acc.shape[0]
+    ct_words = acc[0].size
+    parts = min(thread_count(), count)
+    if active_backend() != "native" or parts < 2 or ct_words * count * len(bufs) < PARALLEL_MIN_WORDS:
+        return run(acc, bufs, table, mods)
+    ranges = _slices(count, parts)
+    pieces = [(acc[lo:hi], np.ascontiguousarray(table[:, lo:hi])) for lo, hi in ranges]
+    pool = _executor(parts - 1)
+    futures: list[Future[tuple[int, int] | None]] = [
+        pool.submit(run, part, bufs, sub, mods) for part, sub in pieces[1:]
+    ]
+    outcomes: list[tuple[int, int] | None | BaseException] = []
+    try:
+        outcomes.append(run(pieces[0][0], bufs, pieces[0][1], mods))
+    except BaseException as exc:  # noqa: BLE001 -- every slice must finish before rollback
+        outcomes.append(exc)
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except BaseException as exc:  # noqa: BLE001
+            outcomes.append(exc)
+    if all(outcome is None for outcome in outcomes):
+        return None
+    for (part, sub), outcome in zip(pieces, outcomes):
+        if outcome is None:  # this slice added everything: undo it exactly
+            impl.sum_undo(part, bufs, sub, mods, kind)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    faults = [(o[0], o[1] + lo * ct_words) for (lo, _), o in zip(ranges, outcomes) if isinstance(o, tuple)]
+    return _canonical(faults, len(bufs))
 
 
 # -- NTT ---------------------------------------------------------------------------------

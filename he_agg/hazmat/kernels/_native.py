@@ -25,7 +25,7 @@ _ERRORS: dict[int, type[Exception]] = {
 
 #: Functions added to the ABI after its first release, checked at import.
 _ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_gaussian", "heagg_normal",
-                 "heagg_discrete_gaussian")
+                 "heagg_discrete_gaussian", "heagg_sum_packed", "heagg_sum_undo", "heagg_unpack_residues")
 
 
 def strerror(code: int) -> str:
@@ -107,8 +107,7 @@ def sum_segmented(
     """
     count, polys, nmod, n = acc.shape
     keep, bases = _bases(bufs)
-    table = np.array(segments, dtype=np.uint64, order="C", copy=True)
-    np.cumsum(table[..., 1], axis=-1, dtype=np.uint64, out=table[..., 1])
+    table = _cumulative(segments)
     fault = ffi.new("heagg_fault *")
     rc = lib.heagg_sum_segmented(
         _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
@@ -116,6 +115,55 @@ def sum_segmented(
     )
     del keep
     return _fault(rc, fault, "sum_segmented")
+
+
+def _cumulative(segments: np.ndarray) -> np.ndarray:
+    """(offset, length) segments -> the core's (offset, cumulative end) table (a copy)."""
+    table = np.array(segments, dtype=np.uint64, order="C", copy=True)
+    np.cumsum(table[..., 1], axis=-1, dtype=np.uint64, out=table[..., 1])
+    return table
+
+
+def sum_packed(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """As sum_ciphertexts for packed sources (residues unpacked inside the pass)."""
+    count, polys, nmod, n = acc.shape
+    keep, bases = _bases(bufs)
+    fault = ffi.new("heagg_fault *")
+    rc = lib.heagg_sum_packed(
+        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
+        bases, _ptr(offsets), len(bufs), fault,
+    )
+    del keep
+    return _fault(rc, fault, "sum_packed")
+
+
+def sum_undo(
+    acc: np.ndarray, bufs: list[np.ndarray], layout: np.ndarray, moduli: tuple[int, ...], kind: str
+) -> None:
+    """acc -= the sources: the exact undo of a successful sum of kind contiguous /
+    segmented / packed with the same arguments."""
+    count, polys, nmod, n = acc.shape
+    keep, bases = _bases(bufs)
+    table = _cumulative(layout) if kind == "segmented" else layout
+    nseg = table.shape[2] if kind == "segmented" else 0
+    rc = lib.heagg_sum_undo(
+        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
+        bases, _ptr(table), nseg, len(bufs), int(kind == "packed"),
+    )
+    del keep
+    _check(rc, "sum_undo")
+
+
+def unpack_residues(out: np.ndarray, src: np.ndarray, moduli: tuple[int, ...]) -> None:
+    """out (rows, nmod, n) <- the packed rows at src (uint8, sizes checked by the caller)."""
+    rows, nmod, n = _dims(out)
+    rc = lib.heagg_unpack_residues(
+        _ptr(out, writable=True), ffi.from_buffer("uint8_t[]", src), rows, nmod, n,
+        _ptr(tables.moduli_array(moduli)),
+    )
+    _check(rc, "unpack_residues")
 
 
 # -- NTT -------------------------------------------------------------------------------------

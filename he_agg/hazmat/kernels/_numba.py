@@ -202,6 +202,123 @@ def sum_ciphertexts(
     return sum_segmented(acc, bufs, np.ascontiguousarray(segments), moduli)
 
 
+# -- packed residues ---------------------------------------------------------------------------
+
+
+@_inline
+def _packed_get(w, base, i, b):  # type: ignore[no-untyped-def]
+    """Residue i of the packed row starting at word `base` of w: b bits at bit i*b."""
+    p = i * b
+    k = base + (p >> 6)
+    sh = p & 63
+    v = w[k] >> _U(sh)
+    if sh + b > 64:
+        v |= w[k + 1] << _U(64 - sh)
+    return v & ((_ONE << _U(b)) - _ONE)
+
+
+@_inline
+def _bitlen(q):  # type: ignore[no-untyped-def]
+    b = 0
+    while q >> _U(b):
+        b += 1
+    return b
+
+
+@_jit
+def _packed_sub_rows(acc_c, w, qs, n, prow, pwords, rows):  # type: ignore[no-untyped-def]
+    """acc_c -= the first `rows` (validated) packed rows of one ciphertext mod q."""
+    nmod = qs.shape[0]
+    for row in range(rows):
+        q = qs[row % nmod]
+        b = _bitlen(q)
+        base = (row // nmod) * pwords + prow[row % nmod]
+        for i in range(n):
+            acc_c[row * n + i] = _sub_mod(acc_c[row * n + i], _packed_get(w, base, i, b), q)
+
+
+@_jit
+def _packed_rows(acc_c, w, qs, n, prow, pwords, rows, undo):  # type: ignore[no-untyped-def]
+    """acc_c += (undo: -=) the first `rows` packed rows of one ciphertext mod q, row by row
+    (validate a row, then add it). On a bad word undo the earlier rows and return its
+    index, else -1."""
+    if undo:
+        _packed_sub_rows(acc_c, w, qs, n, prow, pwords, rows)
+        return _SUM_SENTINEL
+    nmod = qs.shape[0]
+    for row in range(rows):
+        q = qs[row % nmod]
+        b = _bitlen(q)
+        base = (row // nmod) * pwords + prow[row % nmod]
+        lo = row * n
+        for i in range(n):
+            if _packed_get(w, base, i, b) >= q:
+                _packed_sub_rows(acc_c, w, qs, n, prow, pwords, row)
+                return lo + i
+        for i in range(n):
+            acc_c[lo + i] = _cond_sub(acc_c[lo + i] + _packed_get(w, base, i, b), q)
+    return _SUM_SENTINEL
+
+
+@_jit
+def _packed_source(acc, buf, offs, qs, n, prow, pwords, ncts, undo):  # type: ignore[no-untyped-def]
+    """acc += (undo: -=) the first `ncts` packed ciphertexts of one source; stops at the
+    first bad word (that ciphertext unchanged) and returns its flat index, else -1."""
+    ct_words = acc.shape[1]
+    ct_bytes = 8 * pwords * (ct_words // (n * qs.shape[0]))
+    rows = ct_words // n
+    for c in range(ncts):
+        off = np.int64(offs[c])
+        w = buf[off : off + ct_bytes].view(np.uint64)
+        bad = _packed_rows(acc[c], w, qs, n, prow, pwords, rows, undo)
+        if bad >= 0:
+            return c * ct_words + bad
+    return _SUM_SENTINEL
+
+
+def _packed_layout(n: int, moduli: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    words = [-(-n * q.bit_length() // 64) for q in moduli]
+    return np.array([sum(words[:l]) for l in range(len(words))], dtype=np.int64), sum(words)
+
+
+def sum_packed(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """As sum_ciphertexts for packed sources: residues unpacked inside the adding loop."""
+    count, polys, nmod, n = acc.shape
+    flat = acc.reshape(count, polys * nmod * n)
+    qs = tables.moduli_array(moduli)
+    prow, pwords = _packed_layout(n, moduli)
+    bad = _first_bad_acc(flat, qs, n)
+    if bad >= 0:
+        return len(bufs), int(bad)
+    for s, (buf, offs) in enumerate(zip(bufs, offsets)):
+        bad = _packed_source(flat, buf, offs, qs, n, prow, pwords, count, False)
+        if bad >= 0:
+            _packed_source(flat, buf, offs, qs, n, prow, pwords, int(bad) // flat.shape[1], True)
+            for prev in range(s - 1, -1, -1):
+                _packed_source(flat, bufs[prev], offsets[prev], qs, n, prow, pwords, count, True)
+            return s, int(bad)
+    return None
+
+
+@_jit
+def _unpack(out, w, qs, n, prow, pwords):  # type: ignore[no-untyped-def]
+    nmod = qs.shape[0]
+    for r in range(out.shape[0]):
+        for l in range(nmod):
+            b = _bitlen(qs[l])
+            base = r * pwords + prow[l]
+            for i in range(n):
+                out[r, l, i] = _packed_get(w, base, i, b)
+
+
+def unpack_residues(out: np.ndarray, src: np.ndarray, moduli: tuple[int, ...]) -> None:
+    rows, nmod, n = out.shape
+    prow, pwords = _packed_layout(n, moduli)
+    _unpack(out, src.view(np.uint64), tables.moduli_array(moduli), n, prow, pwords)
+
+
 # -- NTT ------------------------------------------------------------------------------------------
 
 

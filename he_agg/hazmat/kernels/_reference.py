@@ -80,6 +80,50 @@ def sum_segmented(
     return None
 
 
+# -- packed residues -------------------------------------------------------------------------
+
+
+def unpack_rows(words: np.ndarray, n: int, b: int) -> np.ndarray:
+    """(R, W) uint64 packed rows -> (R, n): residue i is bits [i*b, (i+1)*b) of each row."""
+    p = np.arange(n, dtype=np.int64) * b
+    k, sh = p >> 6, (p & 63).astype(np.uint64)
+    padded = np.concatenate([words, np.zeros((words.shape[0], 1), dtype=np.uint64)], axis=1)
+    lo = padded[:, k] >> sh
+    hi = np.where(sh > 0, (padded[:, k + 1] << np.uint64(1)) << (np.uint64(63) - sh), np.uint64(0))
+    return (lo | hi) & np.uint64((1 << b) - 1)
+
+
+def _unpack_all(src: np.ndarray, rows: int, n: int, moduli: tuple[int, ...]) -> np.ndarray:
+    """(rows, nmod, n) from the packed rows at the uint8 src (exactly their size)."""
+    words = [-(-n * q.bit_length() // 64) for q in moduli]
+    w = src.view(_U64).reshape(rows, sum(words))
+    out = np.empty((rows, len(moduli), n), dtype=np.uint64)
+    start = 0
+    for l, q in enumerate(moduli):
+        out[:, l] = unpack_rows(w[:, start : start + words[l]], n, q.bit_length())
+        start += words[l]
+    return out
+
+
+def unpack_residues(out: np.ndarray, src: np.ndarray, moduli: tuple[int, ...]) -> None:
+    out[...] = _unpack_all(np.ascontiguousarray(src), out.shape[0], out.shape[2], moduli)
+
+
+def sum_packed(
+    acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """As sum_ciphertexts for packed sources (unpacked here by plain numpy)."""
+    count, polys, nmod, n = acc.shape
+    ct_bytes = 8 * polys * sum(-(-n * q.bit_length() // 64) for q in moduli)
+    segments = []
+    for buf, offs in zip(bufs, offsets):
+        cts = [_unpack_all(buf[int(o) : int(o) + ct_bytes].copy(), polys, n, moduli) for o in offs]
+        segments.append(np.stack(cts).view(np.uint8).reshape(-1) if cts else np.empty(0, np.uint8))
+    step = polys * nmod * n * 8
+    table = np.tile((np.arange(count, dtype=np.uint64) * np.uint64(step))[None, :], (len(bufs), 1))
+    return sum_ciphertexts(acc, segments, table, moduli)
+
+
 # -- NTT -------------------------------------------------------------------------------------
 
 
