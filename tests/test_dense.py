@@ -313,6 +313,45 @@ def test_1000_dense_clients_within_1e6_at_member_flooding() -> None:
     assert bound < model.error_bound(sigma, t, clients, N) / 32
 
 
+def test_compact_preset_packed_uploads_and_1000_clients() -> None:
+    """Issue 9's byte target: dense packing at the COMPACT preset (103 bits of Q) with packed
+    residues is at most 13 bytes per value, and a 1,000-client sum (|x| ≤ 1) decrypts within the
+    dense bound, itself ≤ 1e-6, at the members' epoch-sized flooding."""
+    from he_agg.enrolled import EnrolledUpload
+    from he_agg.params import COMPACT
+
+    committee = EnrolledCommittee.generate(3, 2, COMPACT)
+    client = committee.client("site-0")
+    blob = client.encrypt(np.random.default_rng(3).uniform(-1, 1, 4 * N), round_id=1, packing="dense")
+    upload = EnrolledUpload.from_bytes(blob, COMPACT, committee.context.committee_id, verify_key=client.public_key)
+    packed = upload.to_bytes(packed=True)
+    assert len(packed) / (4 * N) <= 13.0 < len(blob) / (4 * N)
+    again = EnrolledUpload.from_bytes(packed, COMPACT, committee.context.committee_id, verify_key=client.public_key)
+    assert np.array_equal(again.c0, upload.c0)
+    params, clients, t = COMPACT, 1000, 3
+    sigma = EnrolledCommittee.generate(5, t, COMPACT)[0].sigma
+    rng = np.random.default_rng(1001)
+    values = rng.uniform(-1, 1, (clients, N))
+    total_c0 = np.zeros((1, 2, N), dtype=np.uint64)
+    total_s = np.zeros(N, dtype=np.int64)
+    for k in range(clients):
+        secret = rng.integers(-1, 2, N).astype(np.int64)
+        total_s += secret
+        c0 = encrypt_enrolled_slots(secret, values[k], committee_id=b"c", epoch=0, round_id=1, params=params,
+                                    packing="dense")
+        kernels.add(total_c0, total_c0, c0, params.data_moduli)
+    s = kernels.signed_to_rns(total_s, params.data_moduli)
+    kernels.ntt_forward(s, params.data_moduli)
+    a = round_polynomials(b"c", 0, 1, 1, params)
+    kernels.muladd(total_c0, a, s[None].copy(), total_c0, params.data_moduli)
+    for i in range(t):
+        kernels.add(total_c0, total_c0, flooding_noise(KeyedStream(KEY, bytes([i])), 1, sigma, params),
+                    params.data_moduli)
+    out = _decode_dense(total_c0, params).reshape(-1)
+    bound = EnrolledNoiseModel(params).error_bound(sigma, t, clients, 1 << 20, dense=True)
+    assert float(np.abs(out - values.sum(axis=0)).max()) <= bound <= 1e-6
+
+
 @pytest.mark.slow
 def test_1000_enrolled_clients_dense_full_protocol() -> None:
     """The whole protocol, 1,000 enrolled clients, every 3-subset of a (5, 3) committee, dense."""

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--packing", choices=("slots", "dense"), default="slots",
                         help="enrolled mode's packing: CKKS slots (N/2 values per ciphertext) or dense "
                              "coefficients (N per ciphertext, no FFT; default slots)")
+    parser.add_argument("--packed", action="store_true",
+                        help="enrolled uploads with residues packed to ⌈log2 q⌉ bits")
+    parser.add_argument("--preset", choices=("enrolled", "compact"), default="enrolled",
+                        help="enrolled mode's parameters: ENROLLED (2 x 60-bit primes, scale 2^94) or COMPACT "
+                             "(52 + 51 bits, scale 2^86; for dense packing)")
 
 
 def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -178,7 +183,10 @@ def _enrolled(values: _Values, args: argparse.Namespace, step: Callable[..., Non
     from he_agg.hazmat.noise import EnrolledNoiseModel
 
     policy = he_agg.EnrolledPolicy(max_clients=max(1000, args.clients))  # the default policy, or sized for K
-    committee = he_agg.EnrolledCommittee.generate(args.parties, args.threshold, ENROLLED, policy=policy)
+    from he_agg.params import COMPACT
+
+    params = COMPACT if args.preset == "compact" else ENROLLED
+    committee = he_agg.EnrolledCommittee.generate(args.parties, args.threshold, params, policy=policy)
     ctx = committee.public_context
     step("enrollment (once per epoch)", 0)
     clients, enroll_s = [], 0.0
@@ -192,7 +200,7 @@ def _enrolled(values: _Values, args: argparse.Namespace, step: Callable[..., Non
     encrypt_times, aggregate_s, upload_bytes = [], 0.0, 0
     for k, client in enumerate(clients):
         seconds, blob = _time(lambda: client.encrypt(values.of(k), round_id=1, max_clients=args.clients,
-                                                     packing=args.packing))
+                                                     packing=args.packing, packed=args.packed))
         encrypt_times.append(seconds)
         step()
         upload_bytes = len(blob)
@@ -225,6 +233,8 @@ def _enrolled(values: _Values, args: argparse.Namespace, step: Callable[..., Non
                                                                              dense=args.packing == "dense")
     return {
         "packing": args.packing,
+        "packed": args.packed,
+        "preset": args.preset,
         "server_round_s": aggregate_s + combine_timing.best,
         "enrollment_s": enroll_s,
         "enrollment_per_client_s": enroll_s / args.clients,
