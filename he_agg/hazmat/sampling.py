@@ -10,10 +10,7 @@ identical share instead of a second, independent one.
 numpy is used only for arithmetic on the random bytes, never as a random source.
 
 Flooding noise comes from :func:`discrete_gaussian`, an exact, integer-only sampler of
-D_{Z,σ_actual} (docs/SAMPLER.md). The float polar-method sampler (:func:`gaussian_integers`,
-:func:`standard_normal`, ``GAUSSIAN_MAX``, :func:`dither_shift`) is legacy. It is kept only
-until committee.py and tests/test_threshold.py move to :func:`flooding_max` and
-:func:`discrete_gaussian`.
+D_{Z,σ_actual} (docs/SAMPLER.md); :func:`flooding_max` bounds its samples.
 
 The one deterministic mode is :func:`INSECURE_deterministic_randomness`, a context manager
 for known-answer tests: inside it, :func:`fresh_key` derives keys from a fixed seed.
@@ -47,10 +44,6 @@ __all__ = [
     "flooding_max",
     "fresh_key",
     "sigma_actual",
-    "GAUSSIAN_MAX",
-    "dither_shift",
-    "gaussian_integers",
-    "standard_normal",
     "ternary",
     "uniform_mod",
 ]
@@ -163,79 +156,6 @@ def cbd(stream: KeyedStream, count: int, k: int = 21) -> np.ndarray:
     a = np.bitwise_count(words & mask).astype(np.int64)
     b = np.bitwise_count((words >> np.uint64(32)) & mask).astype(np.int64)
     return a - b
-
-
-#: Largest |z| the polar method can return from 53-bit uniforms: the smallest positive
-#: s = x² + y² on the 2^-52 grid is 2^-104, and |z| ≤ sqrt(−2·ln s).
-GAUSSIAN_MAX = math.sqrt(2.0 * 104.0 * math.log(2.0))
-
-#: Keystream words per call of the polar kernel: 512 KiB, so the words are made and used
-#: while they sit in the L2 cache.
-_POLAR_CHUNK_WORDS = 1 << 16
-
-
-def _polar(stream: KeyedStream, count: int, scale: float | None) -> np.ndarray:
-    """``count`` polar-method values from the stream: float64 x·f (scale None) or int64
-    rint(x·f·scale). The words are drawn in even-sized chunks and each chunk is used up
-    before the next (the kernels' continuation rule), so the values are those of one
-    call on the whole keystream, whatever the chunking; the number of words drawn is
-    deterministic in count. Words are wiped after use."""
-    out = np.empty(count, dtype=np.float64 if scale is None else np.int64)
-    have = 0
-    while have < count:
-        pairs = int((count - have) * 0.64) + 64  # 1/2 per value, / (π/4) kept, plus margin
-        words = stream.words(min(2 * pairs, _POLAR_CHUNK_WORDS))
-        if scale is None:
-            got, _ = kernels.normal_from_words(words, count - have, out=out[have:])
-        else:
-            got, _ = kernels.gaussian_from_words(words, count - have, scale, out=out[have:])
-        words.fill(0)
-        have += got.size
-    return out
-
-
-def standard_normal(stream: KeyedStream, count: int) -> np.ndarray:
-    """``count`` standard normal float64 values (Marsaglia's polar method, no trigonometry).
-
-    Pairs of keystream words give (x, y) uniform on the 2^-52 grid of (−1, 1)², kept when
-    0 < s = x² + y² < 1 (π/4 of them); each kept pair gives x·f and y·f with
-    f = sqrt(−2·ln s / s) (:func:`he_agg.hazmat.kernels.normal_from_words`: the same bits
-    from every kernel backend). Deterministic in the stream: a short draw simply draws
-    again. :func:`gaussian_integers` rounds exactly these values times σ/2^shift.
-    """
-    return _polar(stream, count, None)
-
-
-def dither_shift(sigma: float) -> int:
-    """Smallest g ≥ 0 with σ·GAUSSIAN_MAX / 2^g ≤ 2^53: every rounded value is then exact."""
-    return max(0, math.ceil(math.log2(sigma * GAUSSIAN_MAX)) - 53)
-
-
-def gaussian_integers(stream: KeyedStream, count: int, sigma: float) -> tuple[np.ndarray, int]:
-    """Integer flooding noise of standard deviation ``sigma``: returns (high, shift).
-
-    The value is ``high · 2^shift + low``: ``high`` is z·(σ/2^shift) rounded to an integer
-    (ties to even), z standard normal — bit for bit ``np.rint(standard_normal(s, count) *
-    (σ / 2^shift))`` for a stream s in the same state, computed in one fused pass
-    (:func:`he_agg.hazmat.kernels.gaussian_from_words`) — and ``low`` (from
-    :func:`uniform_low_bits`, added by the caller) is uniform in [−2^(shift−1),
-    2^(shift−1)). ``shift`` is the smallest power of two that keeps every σ·z/2^shift
-    exact in float64 (|z| ≤ GAUSSIAN_MAX ≈ 12.01), so the distribution has no gaps at any
-    σ: a Gaussian of variance σ² smoothed at a scale 2^shift ≪ σ (extra variance
-    ≈ 2^(2·shift)/6, negligible). shift is 0 for σ ≤ 2^49.4.
-    """
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError("sigma must be positive and finite")
-    shift = dither_shift(sigma)
-    return _polar(stream, count, sigma / 2.0**shift), shift
-
-
-def uniform_low_bits(stream: KeyedStream, count: int, shift: int) -> np.ndarray:
-    """Uniform integers in [−2^(shift−1), 2^(shift−1)) (int64); zeros when shift is 0."""
-    if shift == 0:
-        return np.zeros(count, dtype=np.int64)
-    words = stream.words(count) & np.uint64((1 << shift) - 1)
-    return words.astype(np.int64) - (1 << (shift - 1))
 
 
 # -- exact discrete Gaussian (the flooding sampler; docs/SAMPLER.md) ---------------------------

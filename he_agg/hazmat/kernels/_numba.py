@@ -11,8 +11,6 @@ Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
@@ -378,47 +376,6 @@ def _signed_to_rns(out, values, qs, m64s):  # type: ignore[no-untyped-def]
 def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) -> None:
     _, _, m64s = tables.barrett_constants(moduli)
     _signed_to_rns(out, values, tables.moduli_array(moduli), m64s)
-
-
-# -- Gaussian (polar method) -------------------------------------------------------------------------
-# Each step one float64 operation in the C kernel's order (LLVM does not contract without
-# fastmath); math.log is the C library's log, the function csrc/noise.c calls.
-
-_GRID = 2.0**-52
-
-
-@_inline
-def _coordinate(w):  # type: ignore[no-untyped-def]
-    return np.float64(w >> np.uint64(11)) * _GRID - 1.0
-
-
-@_jit
-def _polar(out, words, scale, rounded):  # type: ignore[no-untyped-def]
-    """Fill out (int64 if rounded, else float64); returns (produced, consumed)."""
-    count, nwords = out.shape[0], words.shape[0]
-    p, i = 0, 0
-    while p < count and nwords - i >= 2:
-        x, y = _coordinate(words[i]), _coordinate(words[i + 1])
-        s = x * x + y * y
-        i += 2
-        if not (s < 1.0 and s > 0.0):
-            continue
-        f = math.sqrt(-2.0 * math.log(s) / s)
-        for v in (x * f, y * f):
-            if p < count:
-                out[p] = np.rint(v * scale) if rounded else v
-                p += 1
-    return p, i
-
-
-def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
-    produced, consumed = _polar(out, words, float(scale), True)
-    return int(produced), int(consumed)
-
-
-def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
-    produced, consumed = _polar(out, words, 1.0, False)
-    return int(produced), int(consumed)
 
 
 # -- exact discrete Gaussian (docs/SAMPLER.md) ---------------------------------------------------------

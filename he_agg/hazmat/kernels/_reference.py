@@ -7,8 +7,6 @@ speed is secondary. Arguments arrive validated and reshaped by
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import tables
@@ -151,42 +149,6 @@ def mul_scalar(
 def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) -> None:
     """out[r, l, i] = values[r, i] mod q_l with Python ints."""
     _store(out, _objects(values)[:, None, :] % _qcol(moduli))
-
-
-# -- Gaussian (polar method) -------------------------------------------------------------------
-# One Python float (IEEE double) operation per step, in the C kernel's order; math.log and
-# math.sqrt call the C library (np.log may use vectorised approximations with other bits).
-
-
-def _polar(words: np.ndarray, count: int) -> tuple[list[tuple[float, float]], int]:
-    """The products (x·f, y·f) of the first kept pairs, enough for count values; and the
-    number of words used."""
-    pairs: list[tuple[float, float]] = []
-    w = [int(v) for v in words.tolist()]
-    i = 0
-    while 2 * len(pairs) < count and len(w) - i >= 2:
-        x = float(w[i] >> 11) * 2.0**-52 - 1.0
-        y = float(w[i + 1] >> 11) * 2.0**-52 - 1.0
-        i += 2
-        s = x * x + y * y
-        if 0.0 < s < 1.0:
-            f = math.sqrt(-2.0 * math.log(s) / s)
-            pairs.append((x * f, y * f))
-    return pairs, i
-
-
-def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
-    pairs, used = _polar(words, out.size)
-    values = [round(v * scale) for pair in pairs for v in pair][: out.size]  # ties to even
-    out[: len(values)] = values
-    return len(values), used
-
-
-def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
-    pairs, used = _polar(words, out.size)
-    values = [v for pair in pairs for v in pair][: out.size]
-    out[: len(values)] = values
-    return len(values), used
 
 
 # -- CRT -------------------------------------------------------------------------------------
