@@ -173,9 +173,11 @@ int heagg_signed_to_rns(uint64_t *out, const int64_t *values, size_t rows, size_
  * the last value is used as scratch when count allows).
  */
 #define HEAGG_DG_ROWS 48
-#define HEAGG_DG_EXP_BITS 8
-#define HEAGG_DG_TAYLOR 9
-#define HEAGG_DG_PLAN_WORDS 136
+#define HEAGG_DG_TABLES 3
+#define HEAGG_DG_TABLE_BITS 4
+#define HEAGG_DG_POLY 6
+#define HEAGG_DG_POLY_WIDE 4
+#define HEAGG_DG_PLAN_WORDS 205
 int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
                             size_t nwords, const uint64_t *plan, size_t *produced,
                             size_t *consumed);

@@ -12,119 +12,261 @@
 
 /* ---- exact discrete Gaussian (docs/SAMPLER.md) -------------------------------------------------
  * Integer-only: the same bits on every machine. No branch and no memory index depends on
- * a word or a value: the base table is scanned in full, the exponent's bits select their
- * factor by masks, shifts by a variable amount are constant time on x86-64 and AArch64
- * (the compiler turns the 128-bit shift into shrd/cmov or their AArch64 counterparts), and
- * the output index advances by the accept bit. Only the number of trials a call runs is
- * visible, and it is independent of the values accepted. */
+ * a word or a value: the base table is scanned in full, the exponent's table entries are
+ * picked by register permutes (AVX2) or masks (scalar), shifts by a variable amount are
+ * constant time on x86-64 and AArch64 (the compiler turns the 128-bit shift into
+ * shrd/cmov or their AArch64 counterparts), and the output index advances by the accept
+ * bit. Only the number of trials a call runs is visible, and it is independent of the
+ * values accepted.
+ *
+ * A block of DG_BLOCK trials runs in stages, each a loop over the block: (1) the base
+ * values x (the table scan), (2) the exponent h = n + g, (3) the three table entries of
+ * g's top 12 bits, (4) the polynomial for the rest, the products, the accept bit and the
+ * store. Stages (1) and (3) have AVX2 forms; the loops of (2) and (4) are independent
+ * multiply chains the CPU overlaps. */
 
 typedef unsigned __int128 u128;
 
-#define DG_Q127_ONE ((u128)1 << 127)
 #define DG_M96 (((u128)1 << 96) - 1)
+#define DG_M84 (((u128)1 << 84) - 1)
+#define DG_RADIX (1 << HEAGG_DG_TABLE_BITS)
+#define DG_BLOCK 32 /* trials per block, a multiple of 8 */
 
 static inline u128 dg_word2(const uint64_t *p) { return ((u128)p[0] << 64) | p[1]; }
 
-/* floor(a * b / 2^127) for a, b <= 2^127 (a 256-bit product, four 64x64 multiplies). */
-static inline u128 dg_mul127(u128 a, u128 b) {
+static inline uint64_t dg_mulhi(uint64_t a, uint64_t b) { return (uint64_t)(((u128)a * b) >> 64); }
+
+/* ~ a b / 2^127 for a, b <= 2^127 (Q127) without the low x low product:
+ * 2 a1 b1 + ((a1 b0 + a0 b1) >> 63); the sum is below 2^128 since a1, b1 <= 2^63. */
+static inline u128 dg_mul(u128 a, u128 b) {
     const uint64_t a0 = (uint64_t)a, a1 = (uint64_t)(a >> 64);
     const uint64_t b0 = (uint64_t)b, b1 = (uint64_t)(b >> 64);
-    const u128 p00 = (u128)a0 * b0, p01 = (u128)a0 * b1, p10 = (u128)a1 * b0, p11 = (u128)a1 * b1;
-    const u128 mid = (p00 >> 64) + (uint64_t)p01 + (uint64_t)p10;
-    const u128 hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
-    return (hi << 1) | ((uint64_t)mid >> 63);
+    return (((u128)a1 * b1) << 1) + (((u128)a1 * b0 + (u128)a0 * b1) >> 63);
 }
 
-/* One trial's values before the acceptance test. */
+/* ~ r x for r = (s1 2^64 + s0) / 2^128 (s1 < 2^52) and x <= 2^127 (Q127):
+ * s1 x1 + ((s1 x0 + s0 x1) >> 64). */
+static inline u128 dg_mul_r(uint64_t s1, uint64_t s0, u128 x) {
+    const uint64_t x0 = (uint64_t)x, x1 = (uint64_t)(x >> 64);
+    return (u128)s1 * x1 + (((u128)s1 * x0 + (u128)s0 * x1) >> 64);
+}
+
+/* The plan unpacked for the kernel. */
 typedef struct {
-    u128 z, r2, g, s, e, poly;
-    uint64_t sign, n;
-} dg_trial;
+    unsigned b;
+    uint64_t kappa;
+    int nrows;                                      /* a multiple of 4 */
+    uint64_t th[HEAGG_DG_ROWS], tl[HEAGG_DG_ROWS];  /* rows: high 64 and low 32 bits */
+    uint64_t tab_hi[HEAGG_DG_TABLES][DG_RADIX], tab_lo[HEAGG_DG_TABLES][DG_RADIX];
+    uint32_t tab32[HEAGG_DG_TABLES][4][DG_RADIX];   /* the same, as 32-bit limbs (AVX2) */
+    u128 wide[HEAGG_DG_POLY_WIDE];
+    uint64_t narrow[HEAGG_DG_POLY + 1 - HEAGG_DG_POLY_WIDE];
+} dg_plan;
 
-/* Step 1 of a trial: x, z, the uniforms, and h = kappa u (u + 2x) split into its
- * integer part n and its 96-bit fraction g; s = (the low bits of g) * ln 2 (Q127). */
-static inline void dg_start(dg_trial *t, const uint64_t *w, uint64_t x, unsigned b,
-                            uint64_t kappa, u128 ln2) {
-    const uint64_t w0 = w[0], w2 = w[2], w3 = w[3];
-    t->sign = w0 >> 63;
-    const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - b);
-    t->r2 = ((u128)w2 << 32) | (w3 & 0xFFFFFFFFu);
-    t->z = ((u128)x << b) | y;
-    const uint64_t u = (y << 1) << (63 - b);                             /* u * 2^64 */
-    const u128 q = (((u128)(2 * x) * u) << 32) + (((u128)u * u) >> 32); /* u(u+2x) 2^96 */
-    const u128 h = (u128)kappa * (uint64_t)(q >> 64) + (((u128)kappa * (uint64_t)q) >> 64);
-    t->n = (uint64_t)(h >> 96);
-    t->g = h & DG_M96;
-    t->s = dg_mul127((t->g & (((u128)1 << (96 - HEAGG_DG_EXP_BITS)) - 1)) << 31, ln2);
-    t->e = DG_Q127_ONE;
+static void dg_unpack(dg_plan *pl, const uint64_t *plan) {
+    pl->b = (unsigned)plan[0];
+    pl->kappa = plan[1];
+    const uint64_t *rows = plan + 2;
+    const uint64_t *tabs = rows + 2 * HEAGG_DG_ROWS;
+    const uint64_t *wide = tabs + 2 * HEAGG_DG_TABLES * DG_RADIX;
+    const uint64_t *narrow = wide + 2 * HEAGG_DG_POLY_WIDE;
+    int nrows = 0;
+    for (int r = 0; r < HEAGG_DG_ROWS; r++) {
+        pl->th[r] = rows[2 * r];
+        pl->tl[r] = rows[2 * r + 1] & 0xFFFFFFFFu;
+        if (pl->th[r] | pl->tl[r]) nrows = r + 1; /* the public table's length, not a secret */
+    }
+    pl->nrows = (nrows + 3) & ~3;
+    for (int j = 0; j < HEAGG_DG_TABLES; j++)
+        for (int i = 0; i < DG_RADIX; i++) {
+            const uint64_t hi = tabs[2 * (j * DG_RADIX + i)], lo = tabs[2 * (j * DG_RADIX + i) + 1];
+            pl->tab_hi[j][i] = hi;
+            pl->tab_lo[j][i] = lo;
+            pl->tab32[j][0][i] = (uint32_t)lo;
+            pl->tab32[j][1][i] = (uint32_t)(lo >> 32);
+            pl->tab32[j][2][i] = (uint32_t)hi;
+            pl->tab32[j][3][i] = (uint32_t)(hi >> 32);
+        }
+    for (int k = 0; k < HEAGG_DG_POLY_WIDE; k++) pl->wide[k] = dg_word2(wide + 2 * k);
+    for (int k = 0; k <= HEAGG_DG_POLY - HEAGG_DG_POLY_WIDE; k++) pl->narrow[k] = narrow[k];
 }
 
-/* The base value x = #{r < nrows : r1 < row_r}, r1 = w1 * 2^32 + (w3 >> 32), of ntrials
- * trials: every row is compared (rows past the table's end hold 0 and count nothing;
- * nrows, a multiple of 4, depends only on the public plan). */
-static void dg_ranks_scalar(uint64_t *x, const uint64_t *w, size_t ntrials, const uint64_t *th,
-                            const uint64_t *tl, int nrows) {
+/* One block's trials between the stages (structure of arrays). */
+typedef struct {
+    uint64_t x[DG_BLOCK], n[DG_BLOCK], g_hi[DG_BLOCK], g_lo[DG_BLOCK];
+    uint32_t idx[HEAGG_DG_TABLES][DG_BLOCK];    /* g's table indices */
+    uint64_t t_hi[HEAGG_DG_TABLES][DG_BLOCK], t_lo[HEAGG_DG_TABLES][DG_BLOCK];
+} dg_block;
+
+/* Stage 1: x = #{r < nrows : r1 < row_r}, r1 = w1 * 2^32 + (w3 >> 32): every row is
+ * compared (rows past the table's end hold 0 and count nothing). */
+static void dg_ranks_scalar(uint64_t *x, const uint64_t *w, size_t ntrials, const dg_plan *pl) {
     for (size_t j = 0; j < ntrials; j++) {
         const uint64_t hi = w[4 * j + 1], lo = w[4 * j + 3] >> 32;
         uint64_t c = 0;
-        for (int r = 0; r < nrows; r++) c += (uint64_t)(hi < th[r]) | ((uint64_t)(hi == th[r]) & (uint64_t)(lo < tl[r]));
+        for (int r = 0; r < pl->nrows; r++)
+            c += (uint64_t)(hi < pl->th[r]) | ((uint64_t)(hi == pl->th[r]) & (uint64_t)(lo < pl->tl[r]));
         x[j] = c;
     }
 }
 
+/* Stage 3, scalar: entry idx of each table, selected by masks over all its entries. */
+static void dg_lookup_scalar(dg_block *blk, size_t ntrials, const dg_plan *pl) {
+    for (int t = 0; t < HEAGG_DG_TABLES; t++)
+        for (size_t j = 0; j < ntrials; j++) {
+            const uint32_t v = blk->idx[t][j];
+            uint64_t hi = 0, lo = 0;
+            for (uint32_t i = 0; i < DG_RADIX; i++) {
+                const uint64_t m = (uint64_t)0 - (uint64_t)(v == i);
+                hi |= pl->tab_hi[t][i] & m;
+                lo |= pl->tab_lo[t][i] & m;
+            }
+            blk->t_hi[t][j] = hi;
+            blk->t_lo[t][j] = lo;
+        }
+}
+
 #if HEAGG_X86
-__attribute__((target("avx2"), noinline)) static void dg_ranks_avx2(uint64_t *x, const uint64_t *w,
-                                                                     size_t ntrials, const uint64_t *th,
-                                                                     const uint64_t *tl, int nrows) {
+#define DG_AVX2 static __attribute__((target("avx2"), noinline))
+
+DG_AVX2 void dg_ranks_avx2(uint64_t *x, const uint64_t *w, size_t ntrials, const dg_plan *pl) {
     const __m256i bias = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
+    __m256i thb[HEAGG_DG_ROWS / 4], th[HEAGG_DG_ROWS / 4], tl[HEAGG_DG_ROWS / 4];
+    const int nv = pl->nrows / 4;
+    for (int v = 0; v < nv; v++) {
+        th[v] = _mm256_loadu_si256((const __m256i *)(pl->th + 4 * v));
+        thb[v] = _mm256_xor_si256(th[v], bias);
+        tl[v] = _mm256_loadu_si256((const __m256i *)(pl->tl + 4 * v));
+    }
     for (size_t j = 0; j < ntrials; j++) {
         const __m256i hi = _mm256_set1_epi64x((long long)w[4 * j + 1]);
         const __m256i hib = _mm256_xor_si256(hi, bias);
         const __m256i lo = _mm256_set1_epi64x((long long)(w[4 * j + 3] >> 32));
         __m256i acc = _mm256_setzero_si256();
-        for (int r = 0; r < nrows; r += 4) {
-            const __m256i t_hi = _mm256_loadu_si256((const __m256i *)(th + r));
-            const __m256i t_lo = _mm256_loadu_si256((const __m256i *)(tl + r));
-            const __m256i lt_hi = _mm256_cmpgt_epi64(_mm256_xor_si256(t_hi, bias), hib);
-            const __m256i eq_hi = _mm256_cmpeq_epi64(t_hi, hi);
-            const __m256i lt_lo = _mm256_cmpgt_epi64(t_lo, lo); /* both below 2^32 */
+        for (int v = 0; v < nv; v++) {
+            const __m256i lt_hi = _mm256_cmpgt_epi64(thb[v], hib);
+            const __m256i eq_hi = _mm256_cmpeq_epi64(th[v], hi);
+            const __m256i lt_lo = _mm256_cmpgt_epi64(tl[v], lo); /* both below 2^32 */
             acc = _mm256_sub_epi64(acc, _mm256_or_si256(lt_hi, _mm256_and_si256(eq_hi, lt_lo)));
         }
         const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
         x[j] = (uint64_t)_mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2)));
     }
 }
-#endif
 
-static void dg_ranks(uint64_t *x, const uint64_t *w, size_t ntrials, const uint64_t *th,
-                     const uint64_t *tl, int nrows) {
-#if HEAGG_X86
-    if (heagg_simd_path() != HEAGG_NTT_SCALAR) {
-        dg_ranks_avx2(x, w, ntrials, th, tl, nrows);
-        return;
+/* Stage 3, AVX2: eight trials at a time, each 32-bit limb of the entries picked by vpermd
+ * from the limbs of entries 0-7 and 8-15 (vpermd reads the index's low 3 bits), then
+ * blended on the index's bit 3. */
+DG_AVX2 void dg_lookup_avx2(dg_block *blk, size_t ntrials, const dg_plan *pl) {
+    const __m256i seven = _mm256_set1_epi32(7);
+    for (int t = 0; t < HEAGG_DG_TABLES; t++) {
+        __m256i low8[4], high8[4];
+        for (int k = 0; k < 4; k++) {
+            low8[k] = _mm256_loadu_si256((const __m256i *)pl->tab32[t][k]);
+            high8[k] = _mm256_loadu_si256((const __m256i *)(pl->tab32[t][k] + 8));
+        }
+        for (size_t j = 0; j < ntrials; j += 8) {
+            const __m256i idx = _mm256_loadu_si256((const __m256i *)(blk->idx[t] + j));
+            const __m256i upper = _mm256_cmpgt_epi32(idx, seven);
+            __m256i limb[4];
+            for (int k = 0; k < 4; k++)
+                limb[k] = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(low8[k], idx),
+                                             _mm256_permutevar8x32_epi32(high8[k], idx), upper);
+            /* limbs (k = 0..3) of 8 trials -> lo = l1:l0 and hi = l3:l2 of each trial */
+            const __m256i lo_a = _mm256_unpacklo_epi32(limb[0], limb[1]); /* trials 0,1,4,5 */
+            const __m256i lo_b = _mm256_unpackhi_epi32(limb[0], limb[1]); /* trials 2,3,6,7 */
+            const __m256i hi_a = _mm256_unpacklo_epi32(limb[2], limb[3]);
+            const __m256i hi_b = _mm256_unpackhi_epi32(limb[2], limb[3]);
+            _mm256_storeu_si256((__m256i *)(blk->t_lo[t] + j), _mm256_permute2x128_si256(lo_a, lo_b, 0x20));
+            _mm256_storeu_si256((__m256i *)(blk->t_lo[t] + j + 4), _mm256_permute2x128_si256(lo_a, lo_b, 0x31));
+            _mm256_storeu_si256((__m256i *)(blk->t_hi[t] + j), _mm256_permute2x128_si256(hi_a, hi_b, 0x20));
+            _mm256_storeu_si256((__m256i *)(blk->t_hi[t] + j + 4), _mm256_permute2x128_si256(hi_a, hi_b, 0x31));
+        }
     }
+}
 #endif
-    dg_ranks_scalar(x, w, ntrials, th, tl, nrows);
+
+/* Stage 2: the exponent h = kappa u (u + 2x) (u = y / 2^b) in 2^-96 units, split into
+ * its integer part n and fraction g; g's top 12 bits become the table indices. */
+static inline void dg_exponent(dg_block *blk, size_t j, uint64_t w0, const dg_plan *pl) {
+    const unsigned b = pl->b;
+    const uint64_t x = blk->x[j];
+    const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - b);
+    const uint64_t u = (y << 1) << (63 - b);                             /* u * 2^64 */
+    const u128 q = (((u128)(2 * x) * u) << 32) + (((u128)u * u) >> 32); /* u(u+2x) 2^96 */
+    const u128 h = (u128)pl->kappa * (uint64_t)(q >> 64) + dg_mulhi(pl->kappa, (uint64_t)q);
+    const u128 g = h & DG_M96;
+    blk->n[j] = (uint64_t)(h >> 96);
+    blk->g_hi[j] = (uint64_t)(g >> 64);
+    blk->g_lo[j] = (uint64_t)g;
+    for (int t = 0; t < HEAGG_DG_TABLES; t++)
+        blk->idx[t][j] = (uint32_t)(g >> (96 - HEAGG_DG_TABLE_BITS * (t + 1))) & (DG_RADIX - 1);
 }
 
-/* Step 2, factor i: e *= 2^(-2^-(i+1)) if that bit of g is set. */
-static inline void dg_bit(dg_trial *t, int i, u128 c) {
-    const u128 mask = (u128)0 - (u128)((t->g >> (95 - i)) & 1);
-    t->e = dg_mul127(t->e, (c & mask) | (DG_Q127_ONE & ~mask));
+/* 2^-r in Q127, r = rest / 2^96 < 2^-12 (the reference's _exp2_poly). */
+static inline u128 dg_exp2_poly(u128 rest, const dg_plan *pl) {
+    const uint64_t r64 = (uint64_t)(rest >> 20);
+    uint64_t q = pl->narrow[HEAGG_DG_POLY - HEAGG_DG_POLY_WIDE];
+    for (int k = HEAGG_DG_POLY - HEAGG_DG_POLY_WIDE - 1; k >= 0; k--)
+        q = pl->narrow[k] - (dg_mulhi(r64, q) >> 12);
+    const u128 s = rest << 32;
+    const uint64_t s1 = (uint64_t)(s >> 64), s0 = (uint64_t)s;
+    u128 poly = pl->wide[HEAGG_DG_POLY_WIDE - 1] - (((u128)s1 * q + dg_mulhi(s0, q)) >> 1);
+    for (int k = HEAGG_DG_POLY_WIDE - 2; k >= 0; k--) poly = pl->wide[k] - dg_mul_r(s1, s0, poly);
+    return poly;
 }
 
-/* Step 4: the accept bit, and the value written at out[p] (always written). */
-static inline uint64_t dg_finish(const dg_trial *t, int64_t *high, int64_t *low, size_t p) {
-    const u128 a = dg_mul127(t->e, t->poly) >> (31 + t->n);
-    const uint64_t zero = (uint64_t)(t->z == 0);
-    const uint64_t accept = (uint64_t)(t->r2 < a) & ~(zero & t->sign) & 1;
-    const u128 v = (t->z ^ ((u128)0 - t->sign)) + t->sign; /* sign ? -z : z */
-    high[p] = (int64_t)(uint64_t)(v >> 32);                 /* floor(v / 2^32): |v| < 2^70 */
+/* Stage 4 for one trial: A, the accept bit, and the value written at out[p] (always
+ * written; the next trial overwrites a rejected one). */
+static inline uint64_t dg_finish(const dg_block *blk, size_t j, const uint64_t *w, const dg_plan *pl,
+                                 int64_t *high, int64_t *low, size_t p) {
+    const uint64_t w0 = w[0], w2 = w[2], w3 = w[3];
+    const u128 g = ((u128)blk->g_hi[j] << 64) | blk->g_lo[j];
+    u128 e = dg_mul(((u128)blk->t_hi[0][j] << 64) | blk->t_lo[0][j],
+                    ((u128)blk->t_hi[1][j] << 64) | blk->t_lo[1][j]);
+    for (int t = 2; t < HEAGG_DG_TABLES; t++) e = dg_mul(e, ((u128)blk->t_hi[t][j] << 64) | blk->t_lo[t][j]);
+    e = dg_mul(e, dg_exp2_poly(g & DG_M84, pl));
+    const u128 a = e >> (31 + blk->n[j]);
+    const uint64_t sign = w0 >> 63;
+    const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - pl->b);
+    const u128 z = ((u128)blk->x[j] << pl->b) | y;
+    const u128 r2 = ((u128)w2 << 32) | (w3 & 0xFFFFFFFFu);
+    const uint64_t zero = (uint64_t)(z == 0);
+    const uint64_t accept = (uint64_t)(r2 < a) & ~(zero & sign) & 1;
+    const u128 v = (z ^ ((u128)0 - sign)) + sign; /* sign ? -z : z */
+    high[p] = (int64_t)(uint64_t)(v >> 32);        /* floor(v / 2^32): |v| < 2^70 */
     low[p] = (int64_t)(v & 0xFFFFFFFFu);
     return accept;
 }
 
-#define DG_BLOCK 32 /* trials per block: independent multiply chains the CPU overlaps */
+/* ntrials (<= DG_BLOCK; a multiple of 8 for the AVX2 lookup) trials from w into
+ * high/low at p; returns the number accepted. */
+static size_t dg_run(dg_block *blk, const uint64_t *w, size_t ntrials, const dg_plan *pl, int avx2,
+                     int64_t *high, int64_t *low, size_t p) {
+#if HEAGG_X86
+    if (avx2) {
+        dg_ranks_avx2(blk->x, w, ntrials, pl);
+    } else {
+        dg_ranks_scalar(blk->x, w, ntrials, pl);
+    }
+#else
+    (void)avx2;
+    dg_ranks_scalar(blk->x, w, ntrials, pl);
+#endif
+    for (size_t j = 0; j < ntrials; j++) dg_exponent(blk, j, w[4 * j], pl);
+#if HEAGG_X86
+    if (avx2 && ntrials % 8 == 0) {
+        dg_lookup_avx2(blk, ntrials, pl);
+    } else {
+        dg_lookup_scalar(blk, ntrials, pl);
+    }
+#else
+    dg_lookup_scalar(blk, ntrials, pl);
+#endif
+    const size_t start = p;
+    for (size_t j = 0; j < ntrials; j++) p += dg_finish(blk, j, w + 4 * j, pl, high, low, p);
+    return p - start;
+}
 
 int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
                             size_t nwords, const uint64_t *plan, size_t *produced,
@@ -133,45 +275,23 @@ int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uin
     if ((count != 0 && (high == NULL || low == NULL)) || (nwords != 0 && words == NULL))
         return HEAGG_ERR_ARGUMENT;
     if (plan[0] > 63) return HEAGG_ERR_ARGUMENT;
-    const unsigned b = (unsigned)plan[0];
-    const uint64_t kappa = plan[1];
-    const uint64_t *rows = plan + 2;
-    const uint64_t *bits = rows + 2 * HEAGG_DG_ROWS;
-    const uint64_t *taylor = bits + 2 * HEAGG_DG_EXP_BITS;
-    const u128 ln2 = dg_word2(taylor + 2 * (HEAGG_DG_TAYLOR + 1));
-    uint64_t th[HEAGG_DG_ROWS], tl[HEAGG_DG_ROWS], xs[DG_BLOCK];
-    int nrows = 0;
-    for (int r = 0; r < HEAGG_DG_ROWS; r++) {
-        th[r] = rows[2 * r];
-        tl[r] = rows[2 * r + 1] & 0xFFFFFFFFu;
-        if (th[r] | tl[r]) nrows = r + 1; /* the public table's length, not a secret */
-    }
-    nrows = (nrows + 3) & ~3;
-    u128 c_bits[HEAGG_DG_EXP_BITS], c_taylor[HEAGG_DG_TAYLOR + 1];
-    for (int k = 0; k < HEAGG_DG_EXP_BITS; k++) c_bits[k] = dg_word2(bits + 2 * k);
-    for (int k = 0; k <= HEAGG_DG_TAYLOR; k++) c_taylor[k] = dg_word2(taylor + 2 * k);
-    dg_trial t[DG_BLOCK];
+    dg_plan pl;
+    dg_block blk;
+    dg_unpack(&pl, plan);
+#if HEAGG_X86
+    const int avx2 = heagg_simd_path() != HEAGG_NTT_SCALAR;
+#else
+    const int avx2 = 0;
+#endif
     size_t p = 0, i = 0;
     /* Whole blocks while they cannot overshoot count (a trial gives at most one value). */
     while (count - p >= DG_BLOCK && nwords - i >= 4 * DG_BLOCK) {
-        dg_ranks(xs, words + i, DG_BLOCK, th, tl, nrows);
-        for (int j = 0; j < DG_BLOCK; j++) dg_start(&t[j], words + i + 4 * j, xs[j], b, kappa, ln2);
-        for (int k = 0; k < HEAGG_DG_EXP_BITS; k++)
-            for (int j = 0; j < DG_BLOCK; j++) dg_bit(&t[j], k, c_bits[k]);
-        for (int j = 0; j < DG_BLOCK; j++) t[j].poly = c_taylor[HEAGG_DG_TAYLOR];
-        for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--)
-            for (int j = 0; j < DG_BLOCK; j++) t[j].poly = c_taylor[k] - dg_mul127(t[j].s, t[j].poly);
-        for (int j = 0; j < DG_BLOCK; j++) p += dg_finish(&t[j], high, low, p);
+        p += dg_run(&blk, words + i, DG_BLOCK, &pl, avx2, high, low, p);
         i += 4 * DG_BLOCK;
     }
     /* Then trial by trial, stopping exactly. */
     while (p < count && nwords - i >= 4) {
-        dg_ranks(xs, words + i, 1, th, tl, nrows);
-        dg_start(&t[0], words + i, xs[0], b, kappa, ln2);
-        for (int k = 0; k < HEAGG_DG_EXP_BITS; k++) dg_bit(&t[0], k, c_bits[k]);
-        t[0].poly = c_taylor[HEAGG_DG_TAYLOR];
-        for (int k = HEAGG_DG_TAYLOR - 1; k >= 0; k--) t[0].poly = c_taylor[k] - dg_mul127(t[0].s, t[0].poly);
-        p += dg_finish(&t[0], high, low, p);
+        p += dg_run(&blk, words + i, 1, &pl, avx2, high, low, p);
         i += 4;
     }
     *produced = p;

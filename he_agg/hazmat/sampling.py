@@ -205,14 +205,21 @@ def _split(value: int, low_bits: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def _fixed_constants() -> tuple[list[int], list[int], int]:
-    """C_i = 2^(−2^−i) (i = 1..8), c_k = 1/k! (k = 0..9), ln 2: Q127, rounded to nearest."""
+def _fixed_constants() -> tuple[list[list[int]], list[int], list[int]]:
+    """The acceptance step's constants, rounded to nearest (docs/SAMPLER.md §3):
+    tables T_j[i] = 2^(−i·16^−j) (j = 1..DG_TABLES, i < 16) in Q127; the Taylor
+    coefficients c_k = (ln 2)^k / k! of 2^−r, k < DG_POLY_WIDE in Q127, the rest up to
+    DG_POLY in Q64."""
     with decimal.localcontext(_decimal_context()):
         d = decimal.Decimal
         ln2 = d(2).ln()
-        bits = [_round_scaled((-ln2 / (d(2) ** i)).exp(), 127) for i in range(1, kernels.DG_EXP_BITS + 1)]
-        taylor = [_round_scaled(1 / d(math.factorial(k)), 127) for k in range(kernels.DG_TAYLOR + 1)]
-        return bits, taylor, _round_scaled(ln2, 127)
+        radix = 1 << kernels.DG_TABLE_BITS
+        tables = [[_round_scaled((-ln2 * i / d(radix) ** j).exp(), 127) for i in range(radix)]
+                  for j in range(1, kernels.DG_TABLES + 1)]
+        coeffs = [ln2**k / math.factorial(k) for k in range(kernels.DG_POLY + 1)]
+        wide = [_round_scaled(c, 127) for c in coeffs[: kernels.DG_POLY_WIDE]]
+        narrow = [_round_scaled(c, 64) for c in coeffs[kernels.DG_POLY_WIDE :]]
+        return tables, wide, narrow
 
 
 @functools.lru_cache(maxsize=256)
@@ -253,12 +260,13 @@ def discrete_gaussian_plan(sigma: float) -> DiscreteGaussianPlan:
     sigma_up = float(actual)
     if decimal.Decimal(sigma_up) < actual:
         sigma_up = math.nextafter(sigma_up, math.inf)
-    bits, taylor, ln2_q = _fixed_constants()
+    tables, wide, narrow = _fixed_constants()
     flat = [shift, kappa]
     for t in table:
         flat.extend(_split(t, 32))
-    for c in bits + taylor + [ln2_q]:
+    for c in [c for row in tables for c in row] + wide:
         flat.extend(_split(c, 64))
+    flat.extend(narrow)
     words = np.array(flat, dtype=np.uint64)
     words.flags.writeable = False
     return DiscreteGaussianPlan(sigma, sigma_up, shift, kappa, rows, ((rows + 1) << shift) - 1, words)

@@ -44,10 +44,12 @@ __all__ = [
     "crt_radix",
     "crt_tables",
     "crt_to_double",
-    "DG_EXP_BITS",
     "DG_PLAN_WORDS",
+    "DG_POLY",
+    "DG_POLY_WIDE",
     "DG_ROWS",
-    "DG_TAYLOR",
+    "DG_TABLE_BITS",
+    "DG_TABLES",
     "discrete_gaussian_from_words",
     "minimal_root",
     "mul",
@@ -490,13 +492,17 @@ def _sample_output(out: np.ndarray | None, count: int, dtype: type) -> np.ndarra
 
 # -- exact discrete Gaussian (docs/SAMPLER.md) -------------------------------------------
 
-#: Plan layout (uint64 words): shift b, κ·2^64, DG_ROWS base thresholds (hi64, lo32 of a
-#: 96-bit value), DG_EXP_BITS constants 2^(−2^−i), DG_TAYLOR+1 constants 1/k!, ln 2 (each
-#: Q127 as hi64, lo64). :func:`he_agg.hazmat.sampling.discrete_gaussian_plan` builds it.
+#: Plan layout (uint64 words): shift b, κ·2^64; DG_ROWS base thresholds (hi64, lo32 of a
+#: 96-bit value); DG_TABLES tables of 2^DG_TABLE_BITS entries T_j[i] = 2^(−i·16^−j)
+#: (Q127 as hi64, lo64); the Taylor coefficients (ln 2)^k/k! of 2^−r for k < DG_POLY_WIDE
+#: (Q127, hi64, lo64) and for DG_POLY_WIDE ≤ k ≤ DG_POLY (Q64, one word each).
+#: :func:`he_agg.hazmat.sampling.discrete_gaussian_plan` builds it.
 DG_ROWS = 48
-DG_EXP_BITS = 8
-DG_TAYLOR = 9
-DG_PLAN_WORDS = 2 + 2 * DG_ROWS + 2 * DG_EXP_BITS + 2 * (DG_TAYLOR + 1) + 2
+DG_TABLES = 3
+DG_TABLE_BITS = 4
+DG_POLY = 6
+DG_POLY_WIDE = 4
+DG_PLAN_WORDS = 2 + 2 * DG_ROWS + 2 * DG_TABLES * (1 << DG_TABLE_BITS) + 2 * DG_POLY_WIDE + (DG_POLY + 1 - DG_POLY_WIDE)
 DG_WORDS_PER_TRIAL = 4
 
 

@@ -199,46 +199,71 @@ _M64 = (1 << 64) - 1
 _M96 = (1 << 96) - 1
 
 
-def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[int], list[int], int]:
-    from . import DG_EXP_BITS, DG_ROWS, DG_TAYLOR
+_M84 = (1 << 84) - 1
+
+
+def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[list[int]], list[int], list[int]]:
+    """(b, κ·2^64, base rows (96-bit), tables T_j (Q127), Q127 coefficients, Q64 coefficients)."""
+    from . import DG_POLY, DG_POLY_WIDE, DG_ROWS, DG_TABLE_BITS, DG_TABLES
 
     p = [int(v) for v in plan.tolist()]
     b, k = p[0], p[1]
     base = 2
     rows = [(p[base + 2 * i] << 32) | p[base + 2 * i + 1] for i in range(DG_ROWS)]
     base += 2 * DG_ROWS
-    bits = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_EXP_BITS)]
-    base += 2 * DG_EXP_BITS
-    taylor = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_TAYLOR + 1)]
-    base += 2 * (DG_TAYLOR + 1)
-    ln2 = (p[base] << 64) | p[base + 1]
-    return b, k, rows, bits, taylor, ln2
+    radix = 1 << DG_TABLE_BITS
+    tables = [[(p[base + 2 * (j * radix + i)] << 64) | p[base + 2 * (j * radix + i) + 1] for i in range(radix)]
+              for j in range(DG_TABLES)]
+    base += 2 * DG_TABLES * radix
+    wide = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_POLY_WIDE)]
+    base += 2 * DG_POLY_WIDE
+    narrow = p[base : base + DG_POLY + 1 - DG_POLY_WIDE]
+    return b, k, rows, tables, wide, narrow
 
 
-def _q127(a: int, b: int) -> int:
-    return (a * b) >> 127
+def _mul(a: int, b: int) -> int:
+    """≈ a·b / 2^127 for a, b ≤ 2^127 (Q127), without the low×low word product:
+    2·a1·b1 + ⌊(a1·b0 + a0·b1) / 2^63⌋. Below a·b/2^127 by less than 3."""
+    a1, a0, b1, b0 = a >> 64, a & _M64, b >> 64, b & _M64
+    return 2 * a1 * b1 + ((a1 * b0 + a0 * b1) >> 63)
 
 
-def _accept_threshold(x: int, y: int, b: int, k: int, bits: list[int], taylor: list[int], ln2: int) -> int:
+def _mul_r(s: int, x: int) -> int:
+    """≈ r·x for r = s / 2^128 (s < 2^116) and x ≤ 2^127 (Q127), without the low×low
+    product: s1·x1 + ⌊(s1·x0 + s0·x1) / 2^64⌋. Below r·x by less than 3."""
+    s1, s0, x1, x0 = s >> 64, s & _M64, x >> 64, x & _M64
+    return s1 * x1 + ((s1 * x0 + s0 * x1) >> 64)
+
+
+def _exp2_poly(rest: int, wide: list[int], narrow: list[int]) -> int:
+    """2^-r in Q127 for r = rest / 2^96 < 2^-12: the Taylor polynomial Σ (−1)^k c_k r^k,
+    c_k = (ln 2)^k / k!, by Horner; the innermost steps (whose error is scaled by r^k)
+    in Q64 with r truncated to r64 = ⌊r·2^76⌋, the rest in Q127 with r exact."""
+    r64 = rest >> 20                               # ⌊r · 2^76⌋ < 2^64
+    q = narrow[-1]
+    for c in reversed(narrow[:-1]):                # Q64: c − r·q
+        q = c - (((r64 * q) >> 64) >> 12)
+    s = rest << 32                                 # r · 2^128, exact
+    poly = wide[-1] - (((s >> 64) * q + (((s & _M64) * q) >> 64)) >> 1)  # Q64 q → Q127
+    for c in reversed(wide[:-1]):                  # Q127: c − r·poly
+        poly = c - _mul_r(s, poly)
+    return poly
+
+
+def _accept_threshold(x: int, y: int, b: int, k: int, tables: list[list[int]], wide: list[int], narrow: list[int]) -> int:
     """A with P(accept) = A / 2^96 ≈ 2^-κ(u² + 2xu), u = y / 2^b, κ = K / 2^64."""
     u = (y << 1) << (63 - b)                      # u · 2^64, exact
     q = ((2 * x * u) << 32) + ((u * u) >> 32)      # ⌊u(u + 2x) · 2^96⌋
     h = k * (q >> 64) + ((k * (q & _M64)) >> 64)   # ⌊κ · q⌋ ≈ h · 2^96
     n, g = h >> 96, h & _M96
-    e = 1 << 127
-    for i, c in enumerate(bits):                   # 2^-(top bits of g)
-        e = _q127(e, c if (g >> (95 - i)) & 1 else 1 << 127)
-    rest = g & ((1 << (96 - len(bits))) - 1)
-    s = _q127(rest << 31, ln2)                     # r · ln 2 in Q127
-    poly = taylor[-1]
-    for c in reversed(taylor[:-1]):                # e^-s, Horner, alternating
-        poly = c - _q127(s, poly)
-    e = _q127(e, poly)
+    e = _mul(tables[0][g >> 92], tables[1][(g >> 88) & 15])  # 2^-(top 12 bits of g)
+    e = _mul(e, tables[2][(g >> 84) & 15])
+    e = _mul(e, _exp2_poly(g & _M84, wide, narrow))           # times 2^-(the rest)
     return e >> (31 + n)
 
 
 def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
-    b, k, rows, bits, taylor, ln2 = _plan_values(plan)
+    b, k, rows, tables, wide, narrow = _plan_values(plan)
     w = [int(v) for v in words.tolist()]
     count = high.size
     p, i = 0, 0
@@ -251,7 +276,7 @@ def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan
         r2 = (w2 << 32) | (w3 & 0xFFFFFFFF)
         x = sum(1 for t in rows if r1 < t)       # rows: ⌊2^96·P(x > i)⌉, then 0
         z = (x << b) | y
-        accept = r2 < _accept_threshold(x, y, b, k, bits, taylor, ln2) and not (z == 0 and sign)
+        accept = r2 < _accept_threshold(x, y, b, k, tables, wide, narrow) and not (z == 0 and sign)
         if accept:
             v = -z if sign else z
             high[p], low[p] = v >> 32, v & 0xFFFFFFFF
