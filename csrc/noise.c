@@ -27,8 +27,6 @@
 
 typedef unsigned __int128 u128;
 
-#define DG_M96 (((u128)1 << 96) - 1)
-#define DG_M84 (((u128)1 << 84) - 1)
 #define DG_RADIX (1 << HEAGG_DG_TABLE_BITS)
 #define DG_BLOCK 32 /* trials per block, a multiple of 8 */
 
@@ -36,19 +34,14 @@ static inline u128 dg_word2(const uint64_t *p) { return ((u128)p[0] << 64) | p[1
 
 static inline uint64_t dg_mulhi(uint64_t a, uint64_t b) { return (uint64_t)(((u128)a * b) >> 64); }
 
-/* ~ a b / 2^127 for a, b <= 2^127 (Q127) without the low x low product:
- * 2 a1 b1 + ((a1 b0 + a0 b1) >> 63); the sum is below 2^128 since a1, b1 <= 2^63. */
-static inline u128 dg_mul(u128 a, u128 b) {
-    const uint64_t a0 = (uint64_t)a, a1 = (uint64_t)(a >> 64);
-    const uint64_t b0 = (uint64_t)b, b1 = (uint64_t)(b >> 64);
-    return (((u128)a1 * b1) << 1) + (((u128)a1 * b0 + (u128)a0 * b1) >> 63);
+/* ~ a b / 2^128 for a, b <= 2^127 without the low x low product:
+ * a1 b1 + ((a1 b0 + a0 b1) >> 64); the sum is below 2^128 since a1, b1 <= 2^63. */
+static inline u128 dg_mul_hi(uint64_t a1, uint64_t a0, uint64_t b1, uint64_t b0) {
+    return (u128)a1 * b1 + (uint64_t)((((u128)a1 * b0) + (u128)a0 * b1) >> 64);
 }
 
-/* ~ r x for r = (s1 2^64 + s0) / 2^128 (s1 < 2^52) and x <= 2^127 (Q127):
- * s1 x1 + ((s1 x0 + s0 x1) >> 64). */
-static inline u128 dg_mul_r(uint64_t s1, uint64_t s0, u128 x) {
-    const uint64_t x0 = (uint64_t)x, x1 = (uint64_t)(x >> 64);
-    return (u128)s1 * x1 + (((u128)s1 * x0 + (u128)s0 * x1) >> 64);
+static inline u128 dg_mul_hi128(u128 a, u128 b) {
+    return dg_mul_hi((uint64_t)(a >> 64), (uint64_t)a, (uint64_t)(b >> 64), (uint64_t)b);
 }
 
 /* The plan unpacked for the kernel. */
@@ -129,29 +122,34 @@ static void dg_lookup_scalar(dg_block *blk, size_t ntrials, const dg_plan *pl) {
 #if HEAGG_X86
 #define DG_AVX2 static __attribute__((target("avx2"), noinline))
 
+/* r1 < row <=> hi < th + [lo < tl] (th + 1 does not wrap: th < 2^64 - 1 since
+ * P(x > 0) < 1). With the sign bias for a signed compare, four operations per 4 rows;
+ * two trials per pass share the table loads. */
 DG_AVX2 void dg_ranks_avx2(uint64_t *x, const uint64_t *w, size_t ntrials, const dg_plan *pl) {
     const __m256i bias = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
-    __m256i thb[HEAGG_DG_ROWS / 4], th[HEAGG_DG_ROWS / 4], tl[HEAGG_DG_ROWS / 4];
     const int nv = pl->nrows / 4;
-    for (int v = 0; v < nv; v++) {
-        th[v] = _mm256_loadu_si256((const __m256i *)(pl->th + 4 * v));
-        thb[v] = _mm256_xor_si256(th[v], bias);
-        tl[v] = _mm256_loadu_si256((const __m256i *)(pl->tl + 4 * v));
-    }
-    for (size_t j = 0; j < ntrials; j++) {
-        const __m256i hi = _mm256_set1_epi64x((long long)w[4 * j + 1]);
-        const __m256i hib = _mm256_xor_si256(hi, bias);
-        const __m256i lo = _mm256_set1_epi64x((long long)(w[4 * j + 3] >> 32));
-        __m256i acc = _mm256_setzero_si256();
+    size_t j = 0;
+    for (; j + 2 <= ntrials; j += 2) {
+        const __m256i hib0 = _mm256_set1_epi64x((long long)(w[4 * j + 1] ^ (UINT64_C(1) << 63)));
+        const __m256i lo0 = _mm256_set1_epi64x((long long)(w[4 * j + 3] >> 32));
+        const __m256i hib1 = _mm256_set1_epi64x((long long)(w[4 * j + 5] ^ (UINT64_C(1) << 63)));
+        const __m256i lo1 = _mm256_set1_epi64x((long long)(w[4 * j + 7] >> 32));
+        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
         for (int v = 0; v < nv; v++) {
-            const __m256i lt_hi = _mm256_cmpgt_epi64(thb[v], hib);
-            const __m256i eq_hi = _mm256_cmpeq_epi64(th[v], hi);
-            const __m256i lt_lo = _mm256_cmpgt_epi64(tl[v], lo); /* both below 2^32 */
-            acc = _mm256_sub_epi64(acc, _mm256_or_si256(lt_hi, _mm256_and_si256(eq_hi, lt_lo)));
+            const __m256i thb = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pl->th + 4 * v)), bias);
+            const __m256i tl = _mm256_loadu_si256((const __m256i *)(pl->tl + 4 * v));
+            /* thb - (lo < tl ? -1 : 0): the row's high word, plus one when lo is below */
+            const __m256i t0 = _mm256_sub_epi64(thb, _mm256_cmpgt_epi64(tl, lo0)); /* below 2^32 */
+            const __m256i t1 = _mm256_sub_epi64(thb, _mm256_cmpgt_epi64(tl, lo1));
+            acc0 = _mm256_sub_epi64(acc0, _mm256_cmpgt_epi64(t0, hib0));
+            acc1 = _mm256_sub_epi64(acc1, _mm256_cmpgt_epi64(t1, hib1));
         }
-        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        x[j] = (uint64_t)_mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2)));
+        const __m256i s = _mm256_add_epi64(_mm256_unpacklo_epi64(acc0, acc1), _mm256_unpackhi_epi64(acc0, acc1));
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        x[j] = (uint64_t)_mm_cvtsi128_si64(s2);
+        x[j + 1] = (uint64_t)_mm_extract_epi64(s2, 1);
     }
+    if (j < ntrials) dg_ranks_scalar(x + j, w + 4 * j, ntrials - j, pl);
 }
 
 /* Stage 3, AVX2: eight trials at a time, each 32-bit limb of the entries picked by vpermd
@@ -187,7 +185,8 @@ DG_AVX2 void dg_lookup_avx2(dg_block *blk, size_t ntrials, const dg_plan *pl) {
 #endif
 
 /* Stage 2: the exponent h = kappa u (u + 2x) (u = y / 2^b) in 2^-96 units, split into
- * its integer part n and fraction g; g's top 12 bits become the table indices. */
+ * its integer part n and fraction g (g_hi < 2^32); g's top 12 bits become the table
+ * indices. */
 static inline void dg_exponent(dg_block *blk, size_t j, uint64_t w0, const dg_plan *pl) {
     const unsigned b = pl->b;
     const uint64_t x = blk->x[j];
@@ -195,38 +194,41 @@ static inline void dg_exponent(dg_block *blk, size_t j, uint64_t w0, const dg_pl
     const uint64_t u = (y << 1) << (63 - b);                             /* u * 2^64 */
     const u128 q = (((u128)(2 * x) * u) << 32) + (((u128)u * u) >> 32); /* u(u+2x) 2^96 */
     const u128 h = (u128)pl->kappa * (uint64_t)(q >> 64) + dg_mulhi(pl->kappa, (uint64_t)q);
-    const u128 g = h & DG_M96;
-    blk->n[j] = (uint64_t)(h >> 96);
-    blk->g_hi[j] = (uint64_t)(g >> 64);
-    blk->g_lo[j] = (uint64_t)g;
+    const uint64_t h_hi = (uint64_t)(h >> 64);
+    blk->n[j] = h_hi >> 32;
+    blk->g_hi[j] = h_hi & 0xFFFFFFFFu;
+    blk->g_lo[j] = (uint64_t)h;
     for (int t = 0; t < HEAGG_DG_TABLES; t++)
-        blk->idx[t][j] = (uint32_t)(g >> (96 - HEAGG_DG_TABLE_BITS * (t + 1))) & (DG_RADIX - 1);
+        blk->idx[t][j] = (uint32_t)(h_hi >> (32 - HEAGG_DG_TABLE_BITS * (t + 1))) & (DG_RADIX - 1);
 }
 
-/* 2^-r in Q127, r = rest / 2^96 < 2^-12 (the reference's _exp2_poly). */
-static inline u128 dg_exp2_poly(u128 rest, const dg_plan *pl) {
-    const uint64_t r64 = (uint64_t)(rest >> 20);
+/* 2^-r in Q127 for r = rest / 2^96 < 2^-12 (rest = g mod 2^84): the Taylor polynomial
+ * sum (-1)^k c_k r^k by Horner, the inner steps in Q64 with r64 = floor(r 2^76), the
+ * rest in Q127 with r exact as s = r 2^128 (the reference's _exp2_poly). */
+static inline u128 dg_exp2_poly(uint64_t g_hi, uint64_t g_lo, const dg_plan *pl) {
+    const uint64_t rest_hi = g_hi & ((UINT64_C(1) << 20) - 1);
+    const uint64_t r64 = (rest_hi << 44) | (g_lo >> 20);
     uint64_t q = pl->narrow[HEAGG_DG_POLY - HEAGG_DG_POLY_WIDE];
     for (int k = HEAGG_DG_POLY - HEAGG_DG_POLY_WIDE - 1; k >= 0; k--)
         q = pl->narrow[k] - (dg_mulhi(r64, q) >> 12);
-    const u128 s = rest << 32;
-    const uint64_t s1 = (uint64_t)(s >> 64), s0 = (uint64_t)s;
+    const uint64_t s1 = (rest_hi << 32) | (g_lo >> 32), s0 = g_lo << 32;
     u128 poly = pl->wide[HEAGG_DG_POLY_WIDE - 1] - (((u128)s1 * q + dg_mulhi(s0, q)) >> 1);
-    for (int k = HEAGG_DG_POLY_WIDE - 2; k >= 0; k--) poly = pl->wide[k] - dg_mul_r(s1, s0, poly);
+    for (int k = HEAGG_DG_POLY_WIDE - 2; k >= 0; k--)
+        poly = pl->wide[k] - dg_mul_hi(s1, s0, (uint64_t)(poly >> 64), (uint64_t)poly);
     return poly;
 }
 
 /* Stage 4 for one trial: A, the accept bit, and the value written at out[p] (always
- * written; the next trial overwrites a rejected one). */
+ * written; the next trial overwrites a rejected one). The products lose one bit of
+ * scale each: T1 T2 in Q126, then Q125, then Q124. */
 static inline uint64_t dg_finish(const dg_block *blk, size_t j, const uint64_t *w, const dg_plan *pl,
                                  int64_t *high, int64_t *low, size_t p) {
     const uint64_t w0 = w[0], w2 = w[2], w3 = w[3];
-    const u128 g = ((u128)blk->g_hi[j] << 64) | blk->g_lo[j];
-    u128 e = dg_mul(((u128)blk->t_hi[0][j] << 64) | blk->t_lo[0][j],
-                    ((u128)blk->t_hi[1][j] << 64) | blk->t_lo[1][j]);
-    for (int t = 2; t < HEAGG_DG_TABLES; t++) e = dg_mul(e, ((u128)blk->t_hi[t][j] << 64) | blk->t_lo[t][j]);
-    e = dg_mul(e, dg_exp2_poly(g & DG_M84, pl));
-    const u128 a = e >> (31 + blk->n[j]);
+    u128 e = dg_mul_hi(blk->t_hi[0][j], blk->t_lo[0][j], blk->t_hi[1][j], blk->t_lo[1][j]);
+    for (int t = 2; t < HEAGG_DG_TABLES; t++)
+        e = dg_mul_hi((uint64_t)(e >> 64), (uint64_t)e, blk->t_hi[t][j], blk->t_lo[t][j]);
+    e = dg_mul_hi128(e, dg_exp2_poly(blk->g_hi[j], blk->g_lo[j], pl));
+    const u128 a = e >> (28 + blk->n[j]);
     const uint64_t sign = w0 >> 63;
     const uint64_t y = (w0 & (UINT64_MAX >> 1)) >> (63 - pl->b);
     const u128 z = ((u128)blk->x[j] << pl->b) | y;
@@ -239,10 +241,11 @@ static inline uint64_t dg_finish(const dg_block *blk, size_t j, const uint64_t *
     return accept;
 }
 
-/* ntrials (<= DG_BLOCK; a multiple of 8 for the AVX2 lookup) trials from w into
- * high/low at p; returns the number accepted. */
-static size_t dg_run(dg_block *blk, const uint64_t *w, size_t ntrials, const dg_plan *pl, int avx2,
-                     int64_t *high, int64_t *low, size_t p) {
+/* ntrials (<= DG_BLOCK) trials from w into high/low at p; returns the number accepted.
+ * Instantiated twice: plain, and for AVX2 + BMI2 (mulx frees the multiplies from rdx:rax). */
+__attribute__((always_inline)) static inline size_t dg_run(dg_block *blk, const uint64_t *w, size_t ntrials,
+                                                           const dg_plan *pl, int avx2, int64_t *high,
+                                                           int64_t *low, size_t p) {
 #if HEAGG_X86
     if (avx2) {
         dg_ranks_avx2(blk->x, w, ntrials, pl);
@@ -268,6 +271,39 @@ static size_t dg_run(dg_block *blk, const uint64_t *w, size_t ntrials, const dg_
     return p - start;
 }
 
+/* All trials a call runs: whole blocks while they cannot overshoot count (a trial gives
+ * at most one value), then trial by trial, stopping exactly. */
+__attribute__((always_inline)) static inline void dg_all(const uint64_t *words, size_t nwords, size_t count,
+                                                          const dg_plan *pl, int avx2, int64_t *high,
+                                                          int64_t *low, size_t *produced, size_t *consumed) {
+    dg_block blk;
+    size_t p = 0, i = 0;
+    while (count - p >= DG_BLOCK && nwords - i >= 4 * DG_BLOCK) {
+        p += dg_run(&blk, words + i, DG_BLOCK, pl, avx2, high, low, p);
+        i += 4 * DG_BLOCK;
+    }
+    while (p < count && nwords - i >= 4) {
+        p += dg_run(&blk, words + i, 1, pl, avx2, high, low, p);
+        i += 4;
+    }
+    *produced = p;
+    *consumed = i;
+}
+
+static __attribute__((noinline)) void dg_all_scalar(const uint64_t *words, size_t nwords, size_t count,
+                                                    const dg_plan *pl, int64_t *high, int64_t *low,
+                                                    size_t *produced, size_t *consumed) {
+    dg_all(words, nwords, count, pl, 0, high, low, produced, consumed);
+}
+
+#if HEAGG_X86
+static __attribute__((target("avx2,bmi2"), noinline)) void dg_all_avx2(
+    const uint64_t *words, size_t nwords, size_t count, const dg_plan *pl, int64_t *high,
+    int64_t *low, size_t *produced, size_t *consumed) {
+    dg_all(words, nwords, count, pl, 1, high, low, produced, consumed);
+}
+#endif
+
 int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
                             size_t nwords, const uint64_t *plan, size_t *produced,
                             size_t *consumed) {
@@ -276,25 +312,13 @@ int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uin
         return HEAGG_ERR_ARGUMENT;
     if (plan[0] > 63) return HEAGG_ERR_ARGUMENT;
     dg_plan pl;
-    dg_block blk;
     dg_unpack(&pl, plan);
 #if HEAGG_X86
-    const int avx2 = heagg_simd_path() != HEAGG_NTT_SCALAR;
-#else
-    const int avx2 = 0;
+    if (heagg_simd_path() != HEAGG_NTT_SCALAR && __builtin_cpu_supports("bmi2")) {
+        dg_all_avx2(words, nwords, count, &pl, high, low, produced, consumed);
+        return HEAGG_OK;
+    }
 #endif
-    size_t p = 0, i = 0;
-    /* Whole blocks while they cannot overshoot count (a trial gives at most one value). */
-    while (count - p >= DG_BLOCK && nwords - i >= 4 * DG_BLOCK) {
-        p += dg_run(&blk, words + i, DG_BLOCK, &pl, avx2, high, low, p);
-        i += 4 * DG_BLOCK;
-    }
-    /* Then trial by trial, stopping exactly. */
-    while (p < count && nwords - i >= 4) {
-        p += dg_run(&blk, words + i, 1, &pl, avx2, high, low, p);
-        i += 4;
-    }
-    *produced = p;
-    *consumed = i;
+    dg_all_scalar(words, nwords, count, &pl, high, low, produced, consumed);
     return HEAGG_OK;
 }

@@ -417,22 +417,12 @@ def _sub128(ah, al, bh, bl):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _dg_mul(ah, al, bh, bl):  # type: ignore[no-untyped-def]
-    """2·a1·b1 + ((a1·b0 + a0·b1) >> 63) (the reference's _mul), as (hi, lo)."""
+def _dg_mul_hi(ah, al, bh, bl):  # type: ignore[no-untyped-def]
+    """a1·b1 + ((a1·b0 + a0·b1) >> 64) (the reference's _mul_hi), as (hi, lo)."""
     ph, pl = _mul64(ah, bh)
     xh, xl = _mul64(ah, bl)
     yh, yl = _mul64(al, bh)
-    sh, sl = _add128(xh, xl, yh, yl)
-    return _add128((ph << _ONE) | (pl >> _U(63)), pl << _ONE, sh >> _U(63), (sh << _ONE) | (sl >> _U(63)))
-
-
-@_inline
-def _dg_mul_r(s1, s0, xh, xl):  # type: ignore[no-untyped-def]
-    """s1·x1 + ((s1·x0 + s0·x1) >> 64) (the reference's _mul_r), as (hi, lo)."""
-    ph, pl = _mul64(s1, xh)
-    ah, al = _mul64(s1, xl)
-    bh, bl = _mul64(s0, xh)
-    sh, _ = _add128(ah, al, bh, bl)
+    sh, _ = _add128(xh, xl, yh, yl)
     return _add128(ph, pl, _Z, sh)
 
 
@@ -480,10 +470,10 @@ def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):
         # the tables for g's top bits
         shift = _U(32 - table_bits)
         eh, el = _dg_select(plan, tables, gh >> shift, radix)
-        for t in range(1, ntables):
+        for t in range(1, ntables):  # Q126, then Q125
             shift -= _U(table_bits)
             th2, tl2 = _dg_select(plan, tables + 2 * t * radix, (gh >> shift) & _U(radix - 1), radix)
-            eh, el = _dg_mul(eh, el, th2, tl2)
+            eh, el = _dg_mul_hi(eh, el, th2, tl2)
         # the polynomial for the rest r = rest / 2^96 (rest < 2^84)
         resth = gh & ((_ONE << shift) - _ONE)
         r64 = (resth << _U(44)) | (gl >> _U(20))
@@ -496,10 +486,10 @@ def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):
         polyh, polyl = _sub128(plan[wide + 2 * poly_wide - 2], plan[wide + 2 * poly_wide - 1],
                                th2 >> _ONE, (tl2 >> _ONE) | (th2 << _U(63)))
         for k in range(poly_wide - 2, -1, -1):
-            th2, tl2 = _dg_mul_r(s1, s0, polyh, polyl)
+            th2, tl2 = _dg_mul_hi(s1, s0, polyh, polyl)
             polyh, polyl = _sub128(plan[wide + 2 * k], plan[wide + 2 * k + 1], th2, tl2)
-        Ah, Al = _dg_mul(eh, el, polyh, polyl)
-        sh2 = _U(31) + n
+        Ah, Al = _dg_mul_hi(eh, el, polyh, polyl)  # Q124
+        sh2 = _U(28) + n
         Ah, Al = Ah >> sh2, (Al >> sh2) | (Ah << (_U(64) - sh2))
         r2h, r2l = w2 >> _32, (w2 << _32) | (w3 & _M32_)  # r2 as a (hi, lo) pair
         below = _U(r2h < Ah) | (_U(r2h == Ah) & _U(r2l < Al))

@@ -221,18 +221,12 @@ def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[list[int]]
     return b, k, rows, tables, wide, narrow
 
 
-def _mul(a: int, b: int) -> int:
-    """≈ a·b / 2^127 for a, b ≤ 2^127 (Q127), without the low×low word product:
-    2·a1·b1 + ⌊(a1·b0 + a0·b1) / 2^63⌋. Below a·b/2^127 by less than 3."""
+def _mul_hi(a: int, b: int) -> int:
+    """≈ a·b / 2^128 for a, b ≤ 2^127 (so a1, b1 ≤ 2^63 and the middle sum fits 128 bits),
+    without the low×low word product: a1·b1 + ⌊(a1·b0 + a0·b1) / 2^64⌋. Below a·b/2^128
+    by less than 3."""
     a1, a0, b1, b0 = a >> 64, a & _M64, b >> 64, b & _M64
-    return 2 * a1 * b1 + ((a1 * b0 + a0 * b1) >> 63)
-
-
-def _mul_r(s: int, x: int) -> int:
-    """≈ r·x for r = s / 2^128 (s < 2^116) and x ≤ 2^127 (Q127), without the low×low
-    product: s1·x1 + ⌊(s1·x0 + s0·x1) / 2^64⌋. Below r·x by less than 3."""
-    s1, s0, x1, x0 = s >> 64, s & _M64, x >> 64, x & _M64
-    return s1 * x1 + ((s1 * x0 + s0 * x1) >> 64)
+    return a1 * b1 + ((a1 * b0 + a0 * b1) >> 64)
 
 
 def _exp2_poly(rest: int, wide: list[int], narrow: list[int]) -> int:
@@ -246,7 +240,7 @@ def _exp2_poly(rest: int, wide: list[int], narrow: list[int]) -> int:
     s = rest << 32                                 # r · 2^128, exact
     poly = wide[-1] - (((s >> 64) * q + (((s & _M64) * q) >> 64)) >> 1)  # Q64 q → Q127
     for c in reversed(wide[:-1]):                  # Q127: c − r·poly
-        poly = c - _mul_r(s, poly)
+        poly = c - _mul_hi(s, poly)               # r·poly: s = r·2^128
     return poly
 
 
@@ -256,10 +250,10 @@ def _accept_threshold(x: int, y: int, b: int, k: int, tables: list[list[int]], w
     q = ((2 * x * u) << 32) + ((u * u) >> 32)      # ⌊u(u + 2x) · 2^96⌋
     h = k * (q >> 64) + ((k * (q & _M64)) >> 64)   # ⌊κ · q⌋ ≈ h · 2^96
     n, g = h >> 96, h & _M96
-    e = _mul(tables[0][g >> 92], tables[1][(g >> 88) & 15])  # 2^-(top 12 bits of g)
-    e = _mul(e, tables[2][(g >> 84) & 15])
-    e = _mul(e, _exp2_poly(g & _M84, wide, narrow))           # times 2^-(the rest)
-    return e >> (31 + n)
+    e = _mul_hi(tables[0][g >> 92], tables[1][(g >> 88) & 15])  # 2^-(g's top 12 bits), Q126
+    e = _mul_hi(e, tables[2][(g >> 84) & 15])                     # Q125
+    e = _mul_hi(e, _exp2_poly(g & _M84, wide, narrow))            # times 2^-(the rest), Q124
+    return e >> (28 + n)
 
 
 def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
