@@ -92,13 +92,15 @@ typedef struct {
 } dg_block;
 
 /* Stage 1: x = #{r < nrows : r1 < row_r}, r1 = w1 * 2^32 + (w3 >> 32): every row is
- * compared (rows past the table's end hold 0 and count nothing). */
+ * compared (rows past the table's end hold 0 and count nothing). With hi, lo the high 64
+ * and low 32 bits of r1 and th, tl those of a row: r1 < row <=> hi < th + [lo < tl]
+ * (th + 1 does not wrap: th < 2^64 - 1 since P(x > 0) < 1). */
 static void dg_ranks_scalar(uint64_t *x, const uint64_t *w, size_t ntrials, const dg_plan *pl) {
     for (size_t j = 0; j < ntrials; j++) {
         const uint64_t hi = w[4 * j + 1], lo = w[4 * j + 3] >> 32;
         uint64_t c = 0;
-        for (int r = 0; r < pl->nrows; r++)
-            c += (uint64_t)(hi < pl->th[r]) | ((uint64_t)(hi == pl->th[r]) & (uint64_t)(lo < pl->tl[r]));
+        for (int r = 0; r < pl->nrows; r++) /* r1 < row <=> hi < th + [lo < tl], see below */
+            c += (uint64_t)(hi < pl->th[r] + (uint64_t)(lo < pl->tl[r]));
         x[j] = c;
     }
 }
@@ -122,9 +124,8 @@ static void dg_lookup_scalar(dg_block *blk, size_t ntrials, const dg_plan *pl) {
 #if HEAGG_X86
 #define DG_AVX2 static __attribute__((target("avx2"), noinline))
 
-/* r1 < row <=> hi < th + [lo < tl] (th + 1 does not wrap: th < 2^64 - 1 since
- * P(x > 0) < 1). With the sign bias for a signed compare, four operations per 4 rows;
- * two trials per pass share the table loads. */
+/* The same compare with the sign bias (AVX2 compares signed): four operations per 4
+ * rows; two trials per pass share the table loads. */
 DG_AVX2 void dg_ranks_avx2(uint64_t *x, const uint64_t *w, size_t ntrials, const dg_plan *pl) {
     const __m256i bias = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
     const int nv = pl->nrows / 4;

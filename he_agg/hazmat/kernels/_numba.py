@@ -427,13 +427,13 @@ def _dg_mul_hi(ah, al, bh, bl):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _dg_select(plan, base, index, radix):  # type: ignore[no-untyped-def]
-    """Entry `index` of the Q127 table at plan[base:], every entry read and masked."""
+def _dg_select(tab_hi, tab_lo, t, index):  # type: ignore[no-untyped-def]
+    """Entry `index` of table t, every entry read and masked (a loop LLVM vectorizes)."""
     hi, lo = _Z, _Z
-    for i in range(radix):
+    for i in range(tab_hi.shape[1]):
         m = _Z - _U(index == _U(i))
-        hi |= plan[base + 2 * i] & m
-        lo |= plan[base + 2 * i + 1] & m
+        hi |= tab_hi[t, i] & m
+        lo |= tab_lo[t, i] & m
     return hi, lo
 
 
@@ -446,6 +446,10 @@ def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):
     wide = tables + 2 * ntables * radix
     narrow = wide + 2 * poly_wide
     nnarrow = poly + 1 - poly_wide
+    # the plan's rows and tables as contiguous arrays (unit-stride loops vectorize)
+    row_hi, row_lo = plan[2:tables:2].copy(), plan[3:tables:2].copy()
+    tab_hi = plan[tables:wide:2].copy().reshape(ntables, radix)
+    tab_lo = plan[tables + 1 : wide : 2].copy().reshape(ntables, radix)
     p, i = 0, 0
     while p < count and nwords - i >= 4:
         w0, w1, w2, w3 = words[i], words[i + 1], words[i + 2], words[i + 3]
@@ -454,9 +458,8 @@ def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):
         y = (w0 & _M63) >> (_U(63) - b)
         r1l = w3 >> _32
         x = _Z
-        for r in range(rows):
-            th, tl = plan[2 + 2 * r], plan[3 + 2 * r]
-            x += _U(w1 < th) | (_U(w1 == th) & _U(r1l < tl))
+        for r in range(rows):  # r1 < row <=> w1 < th + [r1l < tl] (th + 1 never wraps)
+            x += _U(w1 < row_hi[r] + _U(r1l < row_lo[r]))
         zh, zl = (x >> _ONE) >> (_U(63) - b), (x << b) | y
         # h = κ·u(u + 2x) in 2^-96 units: n its integer part, g its fraction (gh < 2^32)
         u = (y << _ONE) << (_U(63) - b)
@@ -467,12 +470,12 @@ def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):
         hh, hl = _add128(hh, hl, _Z, _mul64(kappa, ql)[0])
         n = hh >> _32
         gh, gl = hh & _M32_, hl
-        # the tables for g's top bits
+        # the tables for g's top bits: Q127, then products in Q126, Q125
         shift = _U(32 - table_bits)
-        eh, el = _dg_select(plan, tables, gh >> shift, radix)
-        for t in range(1, ntables):  # Q126, then Q125
+        eh, el = _dg_select(tab_hi, tab_lo, 0, gh >> shift)
+        for t in range(1, ntables):
             shift -= _U(table_bits)
-            th2, tl2 = _dg_select(plan, tables + 2 * t * radix, (gh >> shift) & _U(radix - 1), radix)
+            th2, tl2 = _dg_select(tab_hi, tab_lo, t, (gh >> shift) & _U(radix - 1))
             eh, el = _dg_mul_hi(eh, el, th2, tl2)
         # the polynomial for the rest r = rest / 2^96 (rest < 2^84)
         resth = gh & ((_ONE << shift) - _ONE)
