@@ -176,10 +176,10 @@ int heagg_crt_to_double(double *out, const uint64_t *data, size_t rows, size_t n
                         const double *radix);
 
 /*
- * The code path of heagg_mul, heagg_muladd, heagg_mul_scalar and the Gaussian samplers:
+ * The code path of heagg_mul, heagg_muladd, heagg_mul_scalar and heagg_discrete_gaussian:
  * as heagg_ntt_select (same codes, same rules, every path gives the same bits), but a
- * setting of its own, so either family can be forced without the other. The samplers
- * have no AVX2 code: with HEAGG_NTT_AVX2 they run their scalar code.
+ * setting of its own, so either family can be forced without the other. The sampler has
+ * no AVX-512 code: with HEAGG_NTT_AVX512 it runs its AVX2 code.
  */
 int heagg_simd_select(int path);
 
@@ -192,29 +192,6 @@ int heagg_signed_to_rns(uint64_t *out, const int64_t *values, size_t rows, size_
                         size_t n, const uint64_t *moduli);
 
 /*
- * Marsaglia's polar method on a supply of uniform 64-bit words, as
- * he_agg.hazmat.sampling defines it. Words are taken in pairs (w0, w1), in order:
- *   x = (w0 >> 11) * 2^-52 - 1,  y = (w1 >> 11) * 2^-52 - 1,  s = x*x + y*y;
- * the pair is kept iff 0 < s < 1, and then gives, with f = sqrt(-2 * log(s) / s),
- *   heagg_gaussian: rint(x*f*scale), rint(y*f*scale)  (int64, ties to even)
- *   heagg_normal:   x*f, y*f                          (double)
- * every operation an IEEE double operation in exactly this order (no FMA), log and sqrt
- * those of the C library. Outputs go to out[0 ..] until `count` are written (the second
- * value of the last pair may be dropped) or fewer than two words are left. *produced
- * is the number of outputs written, *consumed the number of words used: always even,
- * the last used pair included, so a call on words[*consumed ..] for the remaining
- * count continues exactly where this one stopped. Nothing beyond out[*produced - 1] is
- * written.
- * scale must be in (0, 2^HEAGG_GAUSSIAN_SCALE_BITS]: |x*f| < 12.02 < 2^4, so every
- * rounded value fits an int64.
- */
-#define HEAGG_GAUSSIAN_SCALE_BITS 58
-int heagg_gaussian(int64_t *out, size_t count, const uint64_t *words, size_t nwords,
-                   double scale, size_t *produced, size_t *consumed);
-int heagg_normal(double *out, size_t count, const uint64_t *words, size_t nwords,
-                 size_t *produced, size_t *consumed);
-
-/*
  * Exact discrete Gaussian over Z (docs/SAMPLER.md), integer-only and branch-free in the
  * values: a dyadic base table scanned in full, then an exact rejection step. Words are
  * taken four per trial (w0, w1, w2, w3), in order; with b = plan[0] <= 63:
@@ -225,15 +202,19 @@ int heagg_normal(double *out, size_t count, const uint64_t *words, size_t nwords
  * A the fixed-point value of 2^(-kappa * u * (u + 2x)) * 2^96 (u = y / 2^b) computed as
  * he_agg.hazmat.kernels._reference defines it. An accepted trial writes
  * v = sign ? -z : z as high[p] = v >> 32, low[p] = v mod 2^32. Stops after `count`
- * values or when fewer than four words are left; *produced and *consumed (a multiple of
- * 4) as for heagg_gaussian. plan: HEAGG_DG_PLAN_WORDS words (see kernels.DG_* for the
+ * values or when fewer than four words are left. *produced is the number of values
+ * written, *consumed the number of words used (a multiple of 4, the last trial run
+ * included), so a call on words[*consumed ..] for the remaining count continues exactly
+ * where this one stopped. plan: HEAGG_DG_PLAN_WORDS words (see kernels.DG_* for the
  * layout). Only high[0 .. *produced] and low[0 .. *produced] may be written (one slot past
  * the last value is used as scratch when count allows).
  */
 #define HEAGG_DG_ROWS 48
-#define HEAGG_DG_EXP_BITS 8
-#define HEAGG_DG_TAYLOR 9
-#define HEAGG_DG_PLAN_WORDS 136
+#define HEAGG_DG_TABLES 3
+#define HEAGG_DG_TABLE_BITS 4
+#define HEAGG_DG_POLY 6
+#define HEAGG_DG_POLY_WIDE 4
+#define HEAGG_DG_PLAN_WORDS 205
 int heagg_discrete_gaussian(int64_t *high, int64_t *low, size_t count, const uint64_t *words,
                             size_t nwords, const uint64_t *plan, size_t *produced,
                             size_t *consumed);

@@ -210,7 +210,7 @@ def _ideal_tails(kappa: int, rows: int) -> list[decimal.Decimal]:
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_base_table_reproduces_the_dyadic_gaussian(sigma: float) -> None:
     plan = discrete_gaussian_plan(sigma)
-    b, kappa, rows, bits, taylor, ln2 = _reference._plan_values(plan.words)
+    b, kappa, rows, *_ = _reference._plan_values(plan.words)
     assert (b, kappa) == (plan.shift, plan.kappa)
     ideal = _ideal_tails(kappa, plan.rows)
     for i, row in enumerate(rows):
@@ -231,14 +231,18 @@ def test_base_table_reproduces_the_dyadic_gaussian(sigma: float) -> None:
 
 
 def test_fixed_point_constants_are_correctly_rounded() -> None:
-    _, _, _, bits, taylor, ln2 = _reference._plan_values(discrete_gaussian_plan(10.0).words)
+    _, _, _, tables, wide, narrow = _reference._plan_values(discrete_gaussian_plan(10.0).words)
+    assert len(tables) == kernels.DG_TABLES and len(wide) + len(narrow) == kernels.DG_POLY + 1
     with decimal.localcontext(_HP):
-        d, scale = decimal.Decimal, decimal.Decimal(2) ** 127
-        for i, c in enumerate(bits, start=1):
-            assert abs(d(c) - (-(d(2).ln()) / d(2) ** i).exp() * scale) <= d("0.5000001")
-        for k, c in enumerate(taylor):
-            assert abs(d(c) - scale / math.factorial(k)) <= d("0.5000001")
-        assert abs(d(ln2) - d(2).ln() * scale) <= d("0.5000001")
+        d, ln2 = decimal.Decimal, decimal.Decimal(2).ln()
+        radix = 1 << kernels.DG_TABLE_BITS
+        for j, table in enumerate(tables, start=1):
+            assert len(table) == radix and table[0] == 1 << 127
+            for i, c in enumerate(table):
+                assert abs(d(c) - (-ln2 * i / d(radix) ** j).exp() * d(2) ** 127) <= d("0.5000001")
+        for k, c in enumerate(wide + narrow):
+            bits = 127 if k < kernels.DG_POLY_WIDE else 64
+            assert abs(d(c) - ln2**k / math.factorial(k) * d(2) ** bits) <= d("0.5000001")
 
 
 def test_base_law_is_exact_enumerated() -> None:
@@ -259,23 +263,52 @@ def test_base_law_is_exact_enumerated() -> None:
             assert abs(d(got.numerator) - ideal) <= (1 if x < plan.rows else 1 + sum(weights[plan.rows + 1 :], d(0)) / total * d(2) ** 96)
 
 
+def _threshold_cases(plan_rows: int, b: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Edge (x, y) and 300 random ones."""
+    ymax = (1 << b) - 1
+    cases = [(x, y) for x in (0, 1, plan_rows) for y in {0, 1, ymax // 2, ymax}]
+    cases += [(rng.randint(0, plan_rows), rng.randint(0, ymax)) for _ in range(300)]
+    return cases
+
+
 @pytest.mark.parametrize("sigma", [2.0, 3.7, 2.0**20 + 12345.0, 2.0**48, 2.0**63.99])
 def test_acceptance_threshold_within_2_pow_minus_94(sigma: float) -> None:
     """|A/2^96 − 2^(−κ·u(u+2x))| ≤ 2^-94 on edge and random (x, y): the bound SAMPLER.md uses."""
     plan = discrete_gaussian_plan(sigma)
-    b, kappa, _, bits, taylor, ln2 = _reference._plan_values(plan.words)
-    rng = random.Random(int(sigma))
-    ymax = (1 << b) - 1
-    cases = [(x, y) for x in (0, 1, plan.rows) for y in {0, 1, ymax // 2, ymax}]
-    cases += [(rng.randint(0, plan.rows), rng.randint(0, ymax)) for _ in range(150)]
+    b, kappa, _, tables, wide, narrow = _reference._plan_values(plan.words)
     with decimal.localcontext(_HP):
         d = decimal.Decimal
         k, ln2d = d(kappa) / d(2) ** 64, d(2).ln()
-        for x, y in cases:
+        for x, y in _threshold_cases(plan.rows, b, random.Random(int(sigma))):
             u = d(y) / d(2) ** b
             ideal = (-(k * u * (u + 2 * x)) * ln2d).exp()
-            got = d(_reference._accept_threshold(x, y, b, kappa, bits, taylor, ln2)) / d(2) ** 96
+            got = d(_reference._accept_threshold(x, y, b, kappa, tables, wide, narrow)) / d(2) ** 96
             assert abs(got - ideal) <= d(2) ** -94, (x, y)
+
+
+def test_exponential_steps_within_their_bounds() -> None:
+    """The pieces of A on their own, at 120 digits, over every table index and the whole
+    range of the polynomial's argument r < 2^-12 (its ends included):
+    2^-r within 2^-99 (SAMPLER.md §3.2: Taylor remainder ≤ 2^-100, Horner ≤ 2^-108),
+    and the products T1·T2·T3·P (Q124) below the exact product of their inputs by less
+    than 6 units (2^-121.4)."""
+    _, _, _, tables, wide, narrow = _reference._plan_values(discrete_gaussian_plan(5.0).words)
+    rng = random.Random(7)
+    rests = [0, 1, (1 << 84) - 1, (1 << 83), (1 << 84) - (1 << 40)] + [rng.getrandbits(84) for _ in range(300)]
+    with decimal.localcontext(_HP):
+        d, ln2 = decimal.Decimal, decimal.Decimal(2).ln()
+        one = d(2) ** 127
+        for rest in rests:
+            poly = _reference._exp2_poly(rest, wide, narrow)
+            assert poly <= 1 << 127
+            assert abs(d(poly) / one - (-ln2 * d(rest) / d(2) ** 96).exp()) <= d(2) ** -99, rest
+        for _ in range(300):
+            t1, t2, t3 = (rng.choice(t) for t in tables)
+            poly = _reference._exp2_poly(rng.getrandbits(84), wide, narrow)
+            mul = _reference._mul_hi
+            got = mul(mul(mul(t1, t2), t3), poly)
+            exact = d(t1) * d(t2) * d(t3) * d(poly) / d(2) ** (3 * 128)
+            assert 0 <= exact - d(got) < 6 and got <= 1 << 124
 
 
 # -- statistics and bounds ------------------------------------------------------------------------

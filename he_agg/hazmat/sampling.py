@@ -10,10 +10,7 @@ identical share instead of a second, independent one.
 numpy is used only for arithmetic on the random bytes, never as a random source.
 
 Flooding noise comes from :func:`discrete_gaussian`, an exact, integer-only sampler of
-D_{Z,σ_actual} (docs/SAMPLER.md). The float polar-method sampler (:func:`gaussian_integers`,
-:func:`standard_normal`, ``GAUSSIAN_MAX``, :func:`dither_shift`) is legacy. It is kept only
-until committee.py and tests/test_threshold.py move to :func:`flooding_max` and
-:func:`discrete_gaussian`.
+D_{Z,σ_actual} (docs/SAMPLER.md); :func:`flooding_max` bounds its samples.
 
 The one deterministic mode is :func:`INSECURE_deterministic_randomness`, a context manager
 for known-answer tests: inside it, :func:`fresh_key` derives keys from a fixed seed.
@@ -47,10 +44,6 @@ __all__ = [
     "flooding_max",
     "fresh_key",
     "sigma_actual",
-    "GAUSSIAN_MAX",
-    "dither_shift",
-    "gaussian_integers",
-    "standard_normal",
     "ternary",
     "uniform_mod",
 ]
@@ -165,79 +158,6 @@ def cbd(stream: KeyedStream, count: int, k: int = 21) -> np.ndarray:
     return a - b
 
 
-#: Largest |z| the polar method can return from 53-bit uniforms: the smallest positive
-#: s = x² + y² on the 2^-52 grid is 2^-104, and |z| ≤ sqrt(−2·ln s).
-GAUSSIAN_MAX = math.sqrt(2.0 * 104.0 * math.log(2.0))
-
-#: Keystream words per call of the polar kernel: 512 KiB, so the words are made and used
-#: while they sit in the L2 cache.
-_POLAR_CHUNK_WORDS = 1 << 16
-
-
-def _polar(stream: KeyedStream, count: int, scale: float | None) -> np.ndarray:
-    """``count`` polar-method values from the stream: float64 x·f (scale None) or int64
-    rint(x·f·scale). The words are drawn in even-sized chunks and each chunk is used up
-    before the next (the kernels' continuation rule), so the values are those of one
-    call on the whole keystream, whatever the chunking; the number of words drawn is
-    deterministic in count. Words are wiped after use."""
-    out = np.empty(count, dtype=np.float64 if scale is None else np.int64)
-    have = 0
-    while have < count:
-        pairs = int((count - have) * 0.64) + 64  # 1/2 per value, / (π/4) kept, plus margin
-        words = stream.words(min(2 * pairs, _POLAR_CHUNK_WORDS))
-        if scale is None:
-            got, _ = kernels.normal_from_words(words, count - have, out=out[have:])
-        else:
-            got, _ = kernels.gaussian_from_words(words, count - have, scale, out=out[have:])
-        words.fill(0)
-        have += got.size
-    return out
-
-
-def standard_normal(stream: KeyedStream, count: int) -> np.ndarray:
-    """``count`` standard normal float64 values (Marsaglia's polar method, no trigonometry).
-
-    Pairs of keystream words give (x, y) uniform on the 2^-52 grid of (−1, 1)², kept when
-    0 < s = x² + y² < 1 (π/4 of them); each kept pair gives x·f and y·f with
-    f = sqrt(−2·ln s / s) (:func:`he_agg.hazmat.kernels.normal_from_words`: the same bits
-    from every kernel backend). Deterministic in the stream: a short draw simply draws
-    again. :func:`gaussian_integers` rounds exactly these values times σ/2^shift.
-    """
-    return _polar(stream, count, None)
-
-
-def dither_shift(sigma: float) -> int:
-    """Smallest g ≥ 0 with σ·GAUSSIAN_MAX / 2^g ≤ 2^53: every rounded value is then exact."""
-    return max(0, math.ceil(math.log2(sigma * GAUSSIAN_MAX)) - 53)
-
-
-def gaussian_integers(stream: KeyedStream, count: int, sigma: float) -> tuple[np.ndarray, int]:
-    """Integer flooding noise of standard deviation ``sigma``: returns (high, shift).
-
-    The value is ``high · 2^shift + low``: ``high`` is z·(σ/2^shift) rounded to an integer
-    (ties to even), z standard normal — bit for bit ``np.rint(standard_normal(s, count) *
-    (σ / 2^shift))`` for a stream s in the same state, computed in one fused pass
-    (:func:`he_agg.hazmat.kernels.gaussian_from_words`) — and ``low`` (from
-    :func:`uniform_low_bits`, added by the caller) is uniform in [−2^(shift−1),
-    2^(shift−1)). ``shift`` is the smallest power of two that keeps every σ·z/2^shift
-    exact in float64 (|z| ≤ GAUSSIAN_MAX ≈ 12.01), so the distribution has no gaps at any
-    σ: a Gaussian of variance σ² smoothed at a scale 2^shift ≪ σ (extra variance
-    ≈ 2^(2·shift)/6, negligible). shift is 0 for σ ≤ 2^49.4.
-    """
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError("sigma must be positive and finite")
-    shift = dither_shift(sigma)
-    return _polar(stream, count, sigma / 2.0**shift), shift
-
-
-def uniform_low_bits(stream: KeyedStream, count: int, shift: int) -> np.ndarray:
-    """Uniform integers in [−2^(shift−1), 2^(shift−1)) (int64); zeros when shift is 0."""
-    if shift == 0:
-        return np.zeros(count, dtype=np.int64)
-    words = stream.words(count) & np.uint64((1 << shift) - 1)
-    return words.astype(np.int64) - (1 << (shift - 1))
-
-
 # -- exact discrete Gaussian (the flooding sampler; docs/SAMPLER.md) ---------------------------
 
 #: Requested σ the exact sampler accepts: [2, 2^64] (and σ_actual of 2^64, a hair above).
@@ -285,14 +205,21 @@ def _split(value: int, low_bits: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def _fixed_constants() -> tuple[list[int], list[int], int]:
-    """C_i = 2^(−2^−i) (i = 1..8), c_k = 1/k! (k = 0..9), ln 2: Q127, rounded to nearest."""
+def _fixed_constants() -> tuple[list[list[int]], list[int], list[int]]:
+    """The acceptance step's constants, rounded to nearest (docs/SAMPLER.md §3):
+    tables T_j[i] = 2^(−i·16^−j) (j = 1..DG_TABLES, i < 16) in Q127; the Taylor
+    coefficients c_k = (ln 2)^k / k! of 2^−r, k < DG_POLY_WIDE in Q127, the rest up to
+    DG_POLY in Q64."""
     with decimal.localcontext(_decimal_context()):
         d = decimal.Decimal
         ln2 = d(2).ln()
-        bits = [_round_scaled((-ln2 / (d(2) ** i)).exp(), 127) for i in range(1, kernels.DG_EXP_BITS + 1)]
-        taylor = [_round_scaled(1 / d(math.factorial(k)), 127) for k in range(kernels.DG_TAYLOR + 1)]
-        return bits, taylor, _round_scaled(ln2, 127)
+        radix = 1 << kernels.DG_TABLE_BITS
+        tables = [[_round_scaled((-ln2 * i / d(radix) ** j).exp(), 127) for i in range(radix)]
+                  for j in range(1, kernels.DG_TABLES + 1)]
+        coeffs = [ln2**k / math.factorial(k) for k in range(kernels.DG_POLY + 1)]
+        wide = [_round_scaled(c, 127) for c in coeffs[: kernels.DG_POLY_WIDE]]
+        narrow = [_round_scaled(c, 64) for c in coeffs[kernels.DG_POLY_WIDE :]]
+        return tables, wide, narrow
 
 
 @functools.lru_cache(maxsize=256)
@@ -333,12 +260,13 @@ def discrete_gaussian_plan(sigma: float) -> DiscreteGaussianPlan:
     sigma_up = float(actual)
     if decimal.Decimal(sigma_up) < actual:
         sigma_up = math.nextafter(sigma_up, math.inf)
-    bits, taylor, ln2_q = _fixed_constants()
+    tables, wide, narrow = _fixed_constants()
     flat = [shift, kappa]
     for t in table:
         flat.extend(_split(t, 32))
-    for c in bits + taylor + [ln2_q]:
+    for c in [c for row in tables for c in row] + wide:
         flat.extend(_split(c, 64))
+    flat.extend(narrow)
     words = np.array(flat, dtype=np.uint64)
     words.flags.writeable = False
     return DiscreteGaussianPlan(sigma, sigma_up, shift, kappa, rows, ((rows + 1) << shift) - 1, words)

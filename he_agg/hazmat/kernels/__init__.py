@@ -1,5 +1,5 @@
 """Residue kernels: sum, NTT, pointwise arithmetic, CRT, signed integers to residues and
-Gaussian samples from uniform words, behind one signature.
+exact discrete Gaussian samples from uniform words, behind one signature.
 
 Three backends compute the same bits:
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import os
 import threading
 import warnings
@@ -41,24 +40,23 @@ from .tables import ModuliLike, crt_radix, crt_tables, minimal_root, ntt_tables
 
 __all__ = [
     "BACKENDS",
-    "GAUSSIAN_MAX_SCALE",
     "active_backend",
     "add",
     "available_backends",
     "crt_radix",
     "crt_tables",
     "crt_to_double",
-    "DG_EXP_BITS",
     "DG_PLAN_WORDS",
+    "DG_POLY",
+    "DG_POLY_WIDE",
     "DG_ROWS",
-    "DG_TAYLOR",
+    "DG_TABLE_BITS",
+    "DG_TABLES",
     "discrete_gaussian_from_words",
-    "gaussian_from_words",
     "minimal_root",
     "mul",
     "mul_scalar",
     "muladd",
-    "normal_from_words",
     "ntt_forward",
     "ntt_inverse",
     "ntt_tables",
@@ -675,12 +673,7 @@ def mul_scalar(out: np.ndarray, a: np.ndarray, scalars: Sequence[int] | np.ndarr
     _impl().mul_scalar(out3, a3, np.array(values, dtype=np.uint64), mods)
 
 
-# -- signed integers and Gaussian samples ---------------------------------------------------
-
-#: Largest scale gaussian_from_words accepts: |x·f| < 12.02 < 2^4, so every rounded
-#: value fits an int64.
-GAUSSIAN_MAX_SCALE = 2.0**58
-
+# -- signed integers and discrete Gaussian samples ---------------------------------------------------
 
 def signed_to_rns(values: np.ndarray, moduli: ModuliLike) -> np.ndarray:
     """int64 values (..., n) -> residues (..., nmod, n): v mod q_l in [0, q_l), any int64."""
@@ -708,7 +701,7 @@ def _words(words: Any) -> np.ndarray:
     return np.ascontiguousarray(words)
 
 
-def _polar_output(out: np.ndarray | None, count: int, dtype: type) -> np.ndarray:
+def _sample_output(out: np.ndarray | None, count: int, dtype: type) -> np.ndarray:
     if count < 0:
         raise ParameterError(f"count must be non-negative, got {count}")
     if out is None:
@@ -722,50 +715,19 @@ def _polar_output(out: np.ndarray | None, count: int, dtype: type) -> np.ndarray
     return out[:count]
 
 
-def gaussian_from_words(
-    words: np.ndarray, count: int, scale: float, *, out: np.ndarray | None = None
-) -> tuple[np.ndarray, int]:
-    """Rounded Gaussian integers from uniform words (Marsaglia's polar method).
-
-    Words are taken in pairs (w0, w1), in order: x = (w0 >> 11)·2^-52 − 1, y likewise,
-    s = x·x + y·y; a pair with 0 < s < 1 gives rint(x·f·scale), rint(y·f·scale) with
-    f = sqrt(−2·log(s)/s) (float64, each operation rounded in this order; ties to even).
-    Stops after `count` values (the second of the last pair may be dropped) or when fewer
-    than two words are left. Returns (values, consumed): the values produced (int64, at
-    most count; a view of `out` if given) and the number of words used, always even. A
-    second call on words[consumed:] for the remaining count continues exactly where the
-    first one stopped. Every backend gives the same bits (log is the C library's).
-    0 < scale ≤ GAUSSIAN_MAX_SCALE.
-    """
-    w = _words(words)
-    scale = float(scale)
-    if not (math.isfinite(scale) and 0.0 < scale <= GAUSSIAN_MAX_SCALE):
-        raise ParameterError(f"scale must be in (0, 2^58], got {scale!r}")
-    target = _polar_output(out, int(count), np.int64)
-    produced, consumed = _impl().gaussian(target, w, scale)
-    return target[:produced], consumed
-
-
-def normal_from_words(
-    words: np.ndarray, count: int, *, out: np.ndarray | None = None
-) -> tuple[np.ndarray, int]:
-    """As :func:`gaussian_from_words`, but the float64 values x·f, y·f themselves
-    (standard normal, |value| < 12.02); rint(v·scale) of them gives gaussian_from_words."""
-    w = _words(words)
-    target = _polar_output(out, int(count), np.float64)
-    produced, consumed = _impl().normal(target, w)
-    return target[:produced], consumed
-
-
 # -- exact discrete Gaussian (docs/SAMPLER.md) -------------------------------------------
 
-#: Plan layout (uint64 words): shift b, κ·2^64, DG_ROWS base thresholds (hi64, lo32 of a
-#: 96-bit value), DG_EXP_BITS constants 2^(−2^−i), DG_TAYLOR+1 constants 1/k!, ln 2 (each
-#: Q127 as hi64, lo64). :func:`he_agg.hazmat.sampling.discrete_gaussian_plan` builds it.
+#: Plan layout (uint64 words): shift b, κ·2^64; DG_ROWS base thresholds (hi64, lo32 of a
+#: 96-bit value); DG_TABLES tables of 2^DG_TABLE_BITS entries T_j[i] = 2^(−i·16^−j)
+#: (Q127 as hi64, lo64); the Taylor coefficients (ln 2)^k/k! of 2^−r for k < DG_POLY_WIDE
+#: (Q127, hi64, lo64) and for DG_POLY_WIDE ≤ k ≤ DG_POLY (Q64, one word each).
+#: :func:`he_agg.hazmat.sampling.discrete_gaussian_plan` builds it.
 DG_ROWS = 48
-DG_EXP_BITS = 8
-DG_TAYLOR = 9
-DG_PLAN_WORDS = 2 + 2 * DG_ROWS + 2 * DG_EXP_BITS + 2 * (DG_TAYLOR + 1) + 2
+DG_TABLES = 3
+DG_TABLE_BITS = 4
+DG_POLY = 6
+DG_POLY_WIDE = 4
+DG_PLAN_WORDS = 2 + 2 * DG_ROWS + 2 * DG_TABLES * (1 << DG_TABLE_BITS) + 2 * DG_POLY_WIDE + (DG_POLY + 1 - DG_POLY_WIDE)
 DG_WORDS_PER_TRIAL = 4
 
 
@@ -789,8 +751,8 @@ def discrete_gaussian_from_words(
     if int(plan[0]) > 63:
         raise ParameterError(f"plan shift must be at most 63, got {int(plan[0])}")
     plan = np.ascontiguousarray(plan)
-    high = _polar_output(out_high, int(count), np.int64)
-    low = _polar_output(out_low, int(count), np.int64)
+    high = _sample_output(out_high, int(count), np.int64)
+    low = _sample_output(out_low, int(count), np.int64)
     produced, consumed = _impl().discrete_gaussian(high, low, w, plan)
     return high[:produced], low[:produced], consumed
 

@@ -24,8 +24,8 @@ _ERRORS: dict[int, type[Exception]] = {
 
 
 #: Functions added to the ABI after its first release, checked at import.
-_ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_gaussian", "heagg_normal",
-                 "heagg_discrete_gaussian", "heagg_sum_packed", "heagg_sum_undo", "heagg_unpack_residues")
+_ENTRY_POINTS = ("heagg_simd_select", "heagg_signed_to_rns", "heagg_discrete_gaussian", "heagg_sum_packed",
+                 "heagg_sum_undo", "heagg_unpack_residues")
 
 
 def strerror(code: int) -> str:
@@ -246,32 +246,7 @@ def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) 
     _check(rc, "signed_to_rns")
 
 
-# -- Gaussian --------------------------------------------------------------------------------
-
-
-def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
-    """Polar method into int64 out (count = out.size); returns (produced, consumed)."""
-    if out.dtype != np.int64:
-        raise ParameterMismatchError(f"gaussian writes int64, got {out.dtype}")
-    counts = ffi.new("size_t[2]")
-    rc = lib.heagg_gaussian(
-        _ptr(out, "int64_t[]", writable=True), out.size, _ptr(words), words.size, scale,
-        counts, counts + 1,
-    )
-    _check(rc, "gaussian")
-    return int(counts[0]), int(counts[1])
-
-
-def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
-    """Polar method into float64 out (count = out.size); returns (produced, consumed)."""
-    if out.dtype != np.float64:
-        raise ParameterMismatchError(f"normal writes float64, got {out.dtype}")
-    counts = ffi.new("size_t[2]")
-    rc = lib.heagg_normal(
-        _ptr(out, "double[]", writable=True), out.size, _ptr(words), words.size, counts, counts + 1
-    )
-    _check(rc, "normal")
-    return int(counts[0]), int(counts[1])
+# -- discrete Gaussian --------------------------------------------------------------------------------
 
 
 def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:

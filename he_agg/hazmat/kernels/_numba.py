@@ -11,10 +11,10 @@ Arguments arrive validated and reshaped by :mod:`he_agg.hazmat.kernels`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import tables
 
@@ -497,76 +497,35 @@ def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) 
     _signed_to_rns(out, values, tables.moduli_array(moduli), m64s)
 
 
-# -- Gaussian (polar method) -------------------------------------------------------------------------
-# Each step one float64 operation in the C kernel's order (LLVM does not contract without
-# fastmath); math.log is the C library's log, the function csrc/noise.c calls.
-
-_GRID = 2.0**-52
-
-
-@_inline
-def _coordinate(w):  # type: ignore[no-untyped-def]
-    return np.float64(w >> np.uint64(11)) * _GRID - 1.0
-
-
-@_jit
-def _polar(out, words, scale, rounded):  # type: ignore[no-untyped-def]
-    """Fill out (int64 if rounded, else float64); returns (produced, consumed)."""
-    count, nwords = out.shape[0], words.shape[0]
-    p, i = 0, 0
-    while p < count and nwords - i >= 2:
-        x, y = _coordinate(words[i]), _coordinate(words[i + 1])
-        s = x * x + y * y
-        i += 2
-        if not (s < 1.0 and s > 0.0):
-            continue
-        f = math.sqrt(-2.0 * math.log(s) / s)
-        for v in (x * f, y * f):
-            if p < count:
-                out[p] = np.rint(v * scale) if rounded else v
-                p += 1
-    return p, i
-
-
-def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
-    produced, consumed = _polar(out, words, float(scale), True)
-    return int(produced), int(consumed)
-
-
-def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
-    produced, consumed = _polar(out, words, 1.0, False)
-    return int(produced), int(consumed)
-
-
 # -- exact discrete Gaussian (docs/SAMPLER.md) ---------------------------------------------------------
 # The steps of the Python reference with 128-bit values as (hi, lo) uint64 pairs; written
-# without branches on the values (comparisons become 0/1 words and masks).
+# without branches on the values (comparisons become 0/1 words and masks, table entries
+# are picked by masks over the whole table). 64x64 -> 128-bit products use LLVM's i128
+# multiply (one mul/mulx instruction), not the 32-bit limbs of _mulhi.
 
 _M32_ = _U(0xFFFFFFFF)
 _M63 = _U(0x7FFFFFFFFFFFFFFF)
-_TOP = _U(1 << 63)
+
+
+@intrinsic
+def _mul64(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """The 128-bit product a·b of two uint64 as (hi, lo)."""
+    sig = types.UniTuple(types.uint64, 2)(types.uint64, types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        wide = ir.IntType(128)
+        p = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        lo = builder.trunc(p, ir.IntType(64))
+        hi = builder.trunc(builder.lshr(p, ir.Constant(wide, 64)), ir.IntType(64))
+        return context.make_tuple(builder, signature.return_type, [hi, lo])
+
+    return sig, codegen
 
 
 @_inline
-def _mul64(a, b):  # type: ignore[no-untyped-def]
-    return _mulhi(a, b), a * b
-
-
-@_inline
-def _mul127(ah, al, bh, bl):  # type: ignore[no-untyped-def]
-    """floor(a·b / 2^127) for a, b ≤ 2^127, as (hi, lo)."""
-    p00h, _ = _mul64(al, bl)
-    p01h, p01l = _mul64(al, bh)
-    p10h, p10l = _mul64(ah, bl)
-    p11h, p11l = _mul64(ah, bh)
-    m1 = p00h + p01l
-    m2 = m1 + p10l
-    mid_h = _U(m1 < p00h) + _U(m2 < m1)
-    l1 = p11l + p01h
-    l2 = l1 + p10h
-    l3 = l2 + mid_h
-    hi_h = p11h + _U(l1 < p11l) + _U(l2 < l1) + _U(l3 < l2)
-    return (hi_h << _ONE) | (l3 >> _U(63)), (l3 << _ONE) | (m2 >> _U(63))
+def _add128(ah, al, bh, bl):  # type: ignore[no-untyped-def]
+    lo = al + bl
+    return ah + bh + _U(lo < al), lo
 
 
 @_inline
@@ -574,11 +533,40 @@ def _sub128(ah, al, bh, bl):  # type: ignore[no-untyped-def]
     return ah - bh - _U(al < bl), al - bl
 
 
+@_inline
+def _dg_mul_hi(ah, al, bh, bl):  # type: ignore[no-untyped-def]
+    """a1·b1 + ((a1·b0 + a0·b1) >> 64) (the reference's _mul_hi), as (hi, lo)."""
+    ph, pl = _mul64(ah, bh)
+    xh, xl = _mul64(ah, bl)
+    yh, yl = _mul64(al, bh)
+    sh, _ = _add128(xh, xl, yh, yl)
+    return _add128(ph, pl, _Z, sh)
+
+
+@_inline
+def _dg_select(tab_hi, tab_lo, t, index):  # type: ignore[no-untyped-def]
+    """Entry `index` of table t, every entry read and masked (a loop LLVM vectorizes)."""
+    hi, lo = _Z, _Z
+    for i in range(tab_hi.shape[1]):
+        m = _Z - _U(index == _U(i))
+        hi |= tab_hi[t, i] & m
+        lo |= tab_lo[t, i] & m
+    return hi, lo
+
+
 @_jit
-def _dgauss(high, low, words, plan, rows, exp_bits, taylor):  # type: ignore[no-untyped-def]
+def _dgauss(high, low, words, plan, rows, ntables, table_bits, poly, poly_wide):  # type: ignore[no-untyped-def]
     count, nwords = high.shape[0], words.shape[0]
     b, kappa = plan[0], plan[1]
-    ln2h, ln2l = plan[plan.shape[0] - 2], plan[plan.shape[0] - 1]
+    radix = 1 << table_bits
+    tables = 2 + 2 * rows
+    wide = tables + 2 * ntables * radix
+    narrow = wide + 2 * poly_wide
+    nnarrow = poly + 1 - poly_wide
+    # the plan's rows and tables as contiguous arrays (unit-stride loops vectorize)
+    row_hi, row_lo = plan[2:tables:2].copy(), plan[3:tables:2].copy()
+    tab_hi = plan[tables:wide:2].copy().reshape(ntables, radix)
+    tab_lo = plan[tables + 1 : wide : 2].copy().reshape(ntables, radix)
     p, i = 0, 0
     while p < count and nwords - i >= 4:
         w0, w1, w2, w3 = words[i], words[i + 1], words[i + 2], words[i + 3]
@@ -587,40 +575,41 @@ def _dgauss(high, low, words, plan, rows, exp_bits, taylor):  # type: ignore[no-
         y = (w0 & _M63) >> (_U(63) - b)
         r1l = w3 >> _32
         x = _Z
-        for r in range(rows):
-            th, tl = plan[2 + 2 * r], plan[3 + 2 * r]
-            x += _U(w1 < th) | (_U(w1 == th) & _U(r1l < tl))
+        for r in range(rows):  # r1 < row <=> w1 < th + [r1l < tl] (th + 1 never wraps)
+            x += _U(w1 < row_hi[r] + _U(r1l < row_lo[r]))
         zh, zl = (x >> _ONE) >> (_U(63) - b), (x << b) | y
+        # h = κ·u(u + 2x) in 2^-96 units: n its integer part, g its fraction (gh < 2^32)
         u = (y << _ONE) << (_U(63) - b)
         ph, pl = _mul64(x + x, u)
         sh, sl = _mul64(u, u)
-        ah, al = (ph << _32) | (pl >> _32), pl << _32
-        bh, bl = sh >> _32, (sh << _32) | (sl >> _32)
-        ql = al + bl
-        qh = ah + bh + _U(ql < al)
+        qh, ql = _add128((ph << _32) | (pl >> _32), pl << _32, sh >> _32, (sh << _32) | (sl >> _32))
         hh, hl = _mul64(kappa, qh)
-        c = _mulhi(kappa, ql)
-        hl2 = hl + c
-        hh2 = hh + _U(hl2 < hl)
-        n = hh2 >> _32
-        gh, gl = hh2 & _M32_, hl2
-        eh, el = _TOP, _Z
-        base = 2 + 2 * rows
-        for k in range(exp_bits):
-            mask = _Z - ((gh >> _U(31 - k)) & _ONE)
-            ch = (plan[base + 2 * k] & mask) | (_TOP & ~mask)
-            cl = plan[base + 2 * k + 1] & mask
-            eh, el = _mul127(eh, el, ch, cl)
-        base += 2 * exp_bits
-        rh = gh & ((_ONE << _U(32 - exp_bits)) - _ONE)
-        rh, rl = (rh << _U(31)) | (gl >> _U(33)), gl << _U(31)
-        s_h, s_l = _mul127(rh, rl, ln2h, ln2l)
-        poly_h, poly_l = plan[base + 2 * taylor], plan[base + 2 * taylor + 1]
-        for k in range(taylor - 1, -1, -1):
-            th2, tl2 = _mul127(s_h, s_l, poly_h, poly_l)
-            poly_h, poly_l = _sub128(plan[base + 2 * k], plan[base + 2 * k + 1], th2, tl2)
-        Ah, Al = _mul127(eh, el, poly_h, poly_l)
-        sh2 = _U(31) + n
+        hh, hl = _add128(hh, hl, _Z, _mul64(kappa, ql)[0])
+        n = hh >> _32
+        gh, gl = hh & _M32_, hl
+        # the tables for g's top bits: Q127, then products in Q126, Q125
+        shift = _U(32 - table_bits)
+        eh, el = _dg_select(tab_hi, tab_lo, 0, gh >> shift)
+        for t in range(1, ntables):
+            shift -= _U(table_bits)
+            th2, tl2 = _dg_select(tab_hi, tab_lo, t, (gh >> shift) & _U(radix - 1))
+            eh, el = _dg_mul_hi(eh, el, th2, tl2)
+        # the polynomial for the rest r = rest / 2^96 (rest < 2^84)
+        resth = gh & ((_ONE << shift) - _ONE)
+        r64 = (resth << _U(44)) | (gl >> _U(20))
+        q = plan[narrow + nnarrow - 1]
+        for k in range(nnarrow - 2, -1, -1):
+            q = plan[narrow + k] - (_mul64(r64, q)[0] >> _U(12))
+        s1, s0 = (resth << _32) | (gl >> _32), gl << _32
+        th2, tl2 = _mul64(s1, q)
+        th2, tl2 = _add128(th2, tl2, _Z, _mul64(s0, q)[0])
+        polyh, polyl = _sub128(plan[wide + 2 * poly_wide - 2], plan[wide + 2 * poly_wide - 1],
+                               th2 >> _ONE, (tl2 >> _ONE) | (th2 << _U(63)))
+        for k in range(poly_wide - 2, -1, -1):
+            th2, tl2 = _dg_mul_hi(s1, s0, polyh, polyl)
+            polyh, polyl = _sub128(plan[wide + 2 * k], plan[wide + 2 * k + 1], th2, tl2)
+        Ah, Al = _dg_mul_hi(eh, el, polyh, polyl)  # Q124
+        sh2 = _U(28) + n
         Ah, Al = Ah >> sh2, (Al >> sh2) | (Ah << (_U(64) - sh2))
         r2h, r2l = w2 >> _32, (w2 << _32) | (w3 & _M32_)  # r2 as a (hi, lo) pair
         below = _U(r2h < Ah) | (_U(r2h == Ah) & _U(r2l < Al))
@@ -636,9 +625,9 @@ def _dgauss(high, low, words, plan, rows, exp_bits, taylor):  # type: ignore[no-
 
 
 def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
-    from . import DG_EXP_BITS, DG_ROWS, DG_TAYLOR
+    from . import DG_POLY, DG_POLY_WIDE, DG_ROWS, DG_TABLE_BITS, DG_TABLES
 
-    produced, consumed = _dgauss(high, low, words, plan, DG_ROWS, DG_EXP_BITS, DG_TAYLOR)
+    produced, consumed = _dgauss(high, low, words, plan, DG_ROWS, DG_TABLES, DG_TABLE_BITS, DG_POLY, DG_POLY_WIDE)
     return int(produced), int(consumed)
 
 

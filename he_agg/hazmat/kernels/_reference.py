@@ -7,8 +7,6 @@ speed is secondary. Arguments arrive validated and reshaped by
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import tables
@@ -205,42 +203,6 @@ def signed_to_rns(out: np.ndarray, values: np.ndarray, moduli: tuple[int, ...]) 
     _store(out, _objects(values)[:, None, :] % _qcol(moduli))
 
 
-# -- Gaussian (polar method) -------------------------------------------------------------------
-# One Python float (IEEE double) operation per step, in the C kernel's order; math.log and
-# math.sqrt call the C library (np.log may use vectorised approximations with other bits).
-
-
-def _polar(words: np.ndarray, count: int) -> tuple[list[tuple[float, float]], int]:
-    """The products (x·f, y·f) of the first kept pairs, enough for count values; and the
-    number of words used."""
-    pairs: list[tuple[float, float]] = []
-    w = [int(v) for v in words.tolist()]
-    i = 0
-    while 2 * len(pairs) < count and len(w) - i >= 2:
-        x = float(w[i] >> 11) * 2.0**-52 - 1.0
-        y = float(w[i + 1] >> 11) * 2.0**-52 - 1.0
-        i += 2
-        s = x * x + y * y
-        if 0.0 < s < 1.0:
-            f = math.sqrt(-2.0 * math.log(s) / s)
-            pairs.append((x * f, y * f))
-    return pairs, i
-
-
-def gaussian(out: np.ndarray, words: np.ndarray, scale: float) -> tuple[int, int]:
-    pairs, used = _polar(words, out.size)
-    values = [round(v * scale) for pair in pairs for v in pair][: out.size]  # ties to even
-    out[: len(values)] = values
-    return len(values), used
-
-
-def normal(out: np.ndarray, words: np.ndarray) -> tuple[int, int]:
-    pairs, used = _polar(words, out.size)
-    values = [v for pair in pairs for v in pair][: out.size]
-    out[: len(values)] = values
-    return len(values), used
-
-
 # -- CRT -------------------------------------------------------------------------------------
 
 
@@ -289,46 +251,65 @@ _M64 = (1 << 64) - 1
 _M96 = (1 << 96) - 1
 
 
-def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[int], list[int], int]:
-    from . import DG_EXP_BITS, DG_ROWS, DG_TAYLOR
+_M84 = (1 << 84) - 1
+
+
+def _plan_values(plan: np.ndarray) -> tuple[int, int, list[int], list[list[int]], list[int], list[int]]:
+    """(b, κ·2^64, base rows (96-bit), tables T_j (Q127), Q127 coefficients, Q64 coefficients)."""
+    from . import DG_POLY, DG_POLY_WIDE, DG_ROWS, DG_TABLE_BITS, DG_TABLES
 
     p = [int(v) for v in plan.tolist()]
     b, k = p[0], p[1]
     base = 2
     rows = [(p[base + 2 * i] << 32) | p[base + 2 * i + 1] for i in range(DG_ROWS)]
     base += 2 * DG_ROWS
-    bits = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_EXP_BITS)]
-    base += 2 * DG_EXP_BITS
-    taylor = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_TAYLOR + 1)]
-    base += 2 * (DG_TAYLOR + 1)
-    ln2 = (p[base] << 64) | p[base + 1]
-    return b, k, rows, bits, taylor, ln2
+    radix = 1 << DG_TABLE_BITS
+    tables = [[(p[base + 2 * (j * radix + i)] << 64) | p[base + 2 * (j * radix + i) + 1] for i in range(radix)]
+              for j in range(DG_TABLES)]
+    base += 2 * DG_TABLES * radix
+    wide = [(p[base + 2 * i] << 64) | p[base + 2 * i + 1] for i in range(DG_POLY_WIDE)]
+    base += 2 * DG_POLY_WIDE
+    narrow = p[base : base + DG_POLY + 1 - DG_POLY_WIDE]
+    return b, k, rows, tables, wide, narrow
 
 
-def _q127(a: int, b: int) -> int:
-    return (a * b) >> 127
+def _mul_hi(a: int, b: int) -> int:
+    """≈ a·b / 2^128 for a, b ≤ 2^127 (so a1, b1 ≤ 2^63 and the middle sum fits 128 bits),
+    without the low×low word product: a1·b1 + ⌊(a1·b0 + a0·b1) / 2^64⌋. Below a·b/2^128
+    by less than 3."""
+    a1, a0, b1, b0 = a >> 64, a & _M64, b >> 64, b & _M64
+    return a1 * b1 + ((a1 * b0 + a0 * b1) >> 64)
 
 
-def _accept_threshold(x: int, y: int, b: int, k: int, bits: list[int], taylor: list[int], ln2: int) -> int:
+def _exp2_poly(rest: int, wide: list[int], narrow: list[int]) -> int:
+    """2^-r in Q127 for r = rest / 2^96 < 2^-12: the Taylor polynomial Σ (−1)^k c_k r^k,
+    c_k = (ln 2)^k / k!, by Horner; the innermost steps (whose error is scaled by r^k)
+    in Q64 with r truncated to r64 = ⌊r·2^76⌋, the rest in Q127 with r exact."""
+    r64 = rest >> 20                               # ⌊r · 2^76⌋ < 2^64
+    q = narrow[-1]
+    for c in reversed(narrow[:-1]):                # Q64: c − r·q
+        q = c - (((r64 * q) >> 64) >> 12)
+    s = rest << 32                                 # r · 2^128, exact
+    poly = wide[-1] - (((s >> 64) * q + (((s & _M64) * q) >> 64)) >> 1)  # Q64 q → Q127
+    for c in reversed(wide[:-1]):                  # Q127: c − r·poly
+        poly = c - _mul_hi(s, poly)               # r·poly: s = r·2^128
+    return poly
+
+
+def _accept_threshold(x: int, y: int, b: int, k: int, tables: list[list[int]], wide: list[int], narrow: list[int]) -> int:
     """A with P(accept) = A / 2^96 ≈ 2^-κ(u² + 2xu), u = y / 2^b, κ = K / 2^64."""
     u = (y << 1) << (63 - b)                      # u · 2^64, exact
     q = ((2 * x * u) << 32) + ((u * u) >> 32)      # ⌊u(u + 2x) · 2^96⌋
     h = k * (q >> 64) + ((k * (q & _M64)) >> 64)   # ⌊κ · q⌋ ≈ h · 2^96
     n, g = h >> 96, h & _M96
-    e = 1 << 127
-    for i, c in enumerate(bits):                   # 2^-(top bits of g)
-        e = _q127(e, c if (g >> (95 - i)) & 1 else 1 << 127)
-    rest = g & ((1 << (96 - len(bits))) - 1)
-    s = _q127(rest << 31, ln2)                     # r · ln 2 in Q127
-    poly = taylor[-1]
-    for c in reversed(taylor[:-1]):                # e^-s, Horner, alternating
-        poly = c - _q127(s, poly)
-    e = _q127(e, poly)
-    return e >> (31 + n)
+    e = _mul_hi(tables[0][g >> 92], tables[1][(g >> 88) & 15])  # 2^-(g's top 12 bits), Q126
+    e = _mul_hi(e, tables[2][(g >> 84) & 15])                     # Q125
+    e = _mul_hi(e, _exp2_poly(g & _M84, wide, narrow))            # times 2^-(the rest), Q124
+    return e >> (28 + n)
 
 
 def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan: np.ndarray) -> tuple[int, int]:
-    b, k, rows, bits, taylor, ln2 = _plan_values(plan)
+    b, k, rows, tables, wide, narrow = _plan_values(plan)
     w = [int(v) for v in words.tolist()]
     count = high.size
     p, i = 0, 0
@@ -341,7 +322,7 @@ def discrete_gaussian(high: np.ndarray, low: np.ndarray, words: np.ndarray, plan
         r2 = (w2 << 32) | (w3 & 0xFFFFFFFF)
         x = sum(1 for t in rows if r1 < t)       # rows: ⌊2^96·P(x > i)⌉, then 0
         z = (x << b) | y
-        accept = r2 < _accept_threshold(x, y, b, k, bits, taylor, ln2) and not (z == 0 and sign)
+        accept = r2 < _accept_threshold(x, y, b, k, tables, wide, narrow) and not (z == 0 and sign)
         if accept:
             v = -z if sign else z
             high[p], low[p] = v >> 32, v & 0xFFFFFFFF
