@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
+import time
 import sqlite3
 import stat
 import threading
@@ -55,7 +56,8 @@ MAX_VALUE_BYTES = 1 << 20
 MAX_UPLOAD_BYTES = 1 << 29
 MAX_NAME_CHARS = 256
 OWNER_BYTES = 32
-BUSY_TIMEOUT_S = 10.0
+_OPEN_ATTEMPTS = 6
+BUSY_TIMEOUT_S = 30.0  # generous: a loaded machine can stall an fsync for seconds
 SCHEMA_VERSION = 1
 
 _T = TypeVar("_T")
@@ -230,15 +232,25 @@ class _Store:
         if not isinstance(owner, (bytes, bytearray)) or len(owner) != OWNER_BYTES:
             raise StateInputError(f"owner must be {OWNER_BYTES} bytes")
         where = None if path is None else Path(path)
-        conn = _connect_memory() if where is None else _connect_file(where, check=cls._CHECK_ON_OPEN)
-        store = cls(conn, where)
-        try:
-            store._initialise(bytes(owner))
-        except BaseException:
-            conn.close()
-            store._conn = None
-            raise
-        return store
+        for attempt in range(_OPEN_ATTEMPTS):
+            conn = _connect_memory() if where is None else _connect_file(where, check=cls._CHECK_ON_OPEN)
+            store = cls(conn, where)
+            try:
+                store._initialise(bytes(owner))
+                return store
+            except StateError as exc:
+                conn.close()
+                store._conn = None
+                # Two processes creating one file at once can meet SQLite's deadlock guard
+                # (SQLITE_BUSY without waiting, while one switches the new file to WAL): retry.
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+            except BaseException:
+                conn.close()
+                store._conn = None
+                raise
+        raise AssertionError("unreachable")
 
     def _initialise(self, owner: bytes) -> None:
         with self.transaction():
