@@ -177,17 +177,20 @@ class Aggregator:
         """Combine the committee's shares; return the weighted mean (or sum) in the clients' structure."""
         request = self.decryption_request()
         assert self.layout is not None
-        slots = combine(request, shares)
-        if self.layout.weighted:
-            mean, total = weighted_mean(slots, self.layout)
-            self.result = AggregateResult(unflatten(mean, self.layout), total, self.contributors, slots)
-        else:
-            self.result = AggregateResult(unflatten(slots, self.layout), None, self.contributors, slots)
+        self.result = _result(combine(request, shares), self.layout, self.contributors)
         return self.result.value
 
     def __repr__(self) -> str:
         state = "closed" if self._request is not None else "open"
         return f"Aggregator(round {self.round_id}, {len(self)} contributions, {state})"
+
+
+def _result(slots: np.ndarray, layout: Layout, contributors: tuple[str, ...]) -> AggregateResult:
+    """The released slots in the clients' structure: the weighted mean for weighted layouts, else the sum."""
+    if layout.weighted:
+        mean, total = weighted_mean(slots, layout)
+        return AggregateResult(unflatten(mean, layout), total, contributors, slots)
+    return AggregateResult(unflatten(slots, layout), None, contributors, slots)
 
 
 def _envelope_kind(submission: object) -> int | None:
@@ -280,12 +283,7 @@ class EnrolledAggregator:
 
         request = self.decryption_request()
         assert self.layout is not None
-        slots = combine_enrolled(request, self._accumulator.sum, shares)
-        if self.layout.weighted:
-            mean, total = weighted_mean(slots, self.layout)
-            self.result = AggregateResult(unflatten(mean, self.layout), total, self.contributors, slots)
-        else:
-            self.result = AggregateResult(unflatten(slots, self.layout), None, self.contributors, slots)
+        self.result = _result(combine_enrolled(request, self._accumulator.sum, shares), self.layout, self.contributors)
         return self.result.value
 
     def __repr__(self) -> str:

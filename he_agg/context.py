@@ -126,25 +126,12 @@ class PublicContext:
 
     @classmethod
     def _from_meta(cls, meta: Any, body: memoryview, params: Params | None, what: str) -> "PublicContext":
-        moduli = meta.integers("moduli", 2, (1 << 61) - 1, max_len=64)
-        parsed = Params(n=meta.integer("n", 1024, 32768), moduli=tuple(moduli), scale=meta.number("scale"))
-        if parsed.fingerprint != meta.hexbytes("params", 32):
-            raise ParameterMismatchError(f"{what}: parameter fingerprint does not match its own parameters")
-        if params is not None and parsed != params:
-            raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
-        key = np.array(body_words(body, (2, len(moduli), parsed.n), what))
+        parsed = _params_from_meta(meta, params, what)
+        key = np.array(body_words(body, (2, len(parsed.moduli), parsed.n), what))
         parties = meta.integer("parties", 1, MAX_PARTIES)
-        roster_hex = meta.raw("roster")
-        if not isinstance(roster_hex, list) or len(roster_hex) != parties:
+        roster = _roster_from_meta(meta, what)
+        if len(roster) != parties:
             raise FormatError(f"{what}: the roster must list {parties} member keys")
-        roster = []
-        for item in roster_hex:
-            if not isinstance(item, str) or len(item) != 64:
-                raise FormatError(f"{what}: each roster entry is 32 bytes of hex")
-            try:
-                roster.append(bytes.fromhex(item))
-            except ValueError:
-                raise FormatError(f"{what}: a roster entry is not hex") from None
         try:
             context = cls(parsed, key, parties=parties, threshold=meta.integer("threshold", 1, MAX_PARTIES),
                           colluders=meta.integer("colluders", 0, MAX_PARTIES), roster=tuple(roster),
@@ -166,6 +153,29 @@ class PublicContext:
     def __repr__(self) -> str:
         return (f"PublicContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee {self.committee_id[:6].hex()}…, "
                 f"{self.params.describe()})")
+
+
+def _params_from_meta(meta: Any, params: Params | None, what: str) -> Params:
+    """The parameters a context's meta names, checked against their fingerprint (and ``params``)."""
+    moduli = meta.integers("moduli", 2, (1 << 61) - 1, max_len=64)
+    parsed = Params(n=meta.integer("n", 1024, 32768), moduli=tuple(moduli), scale=meta.number("scale"))
+    if parsed.fingerprint != meta.hexbytes("params", 32):
+        raise ParameterMismatchError(f"{what}: parameter fingerprint does not match its own parameters")
+    if params is not None and parsed != params:
+        raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
+    return parsed
+
+
+def _roster_from_meta(meta: Any, what: str) -> tuple[bytes, ...]:
+    """The members' 32-byte keys, from a list of 1 to MAX_PARTIES hex strings."""
+    roster = meta.raw("roster")
+    if not isinstance(roster, list) or not 1 <= len(roster) <= MAX_PARTIES or not all(
+            isinstance(k, str) and len(k) == 64 for k in roster):
+        raise FormatError(f"{what}: the roster must list 1 to {MAX_PARTIES} member keys as hex")
+    try:
+        return tuple(bytes.fromhex(k) for k in roster)
+    except ValueError:
+        raise FormatError(f"{what}: a roster entry is not hex") from None
 
 
 _ENROLLED_DOMAIN = b"he_agg.enrolled-committee.v1\0"
@@ -225,18 +235,10 @@ class EnrolledContext:
         meta = open_envelope(data, Kind.PUBLIC_CONTEXT, what).meta
         if meta.text("mode", 16) != "enrolled":
             raise FormatError(f"{what}: this is a public-key committee's context")
-        moduli = meta.integers("moduli", 2, (1 << 61) - 1, max_len=64)
-        parsed = Params(n=meta.integer("n", 1024, 32768), moduli=tuple(moduli), scale=meta.number("scale"))
-        if parsed.fingerprint != meta.hexbytes("params", 32):
-            raise ParameterMismatchError(f"{what}: parameter fingerprint does not match its own parameters")
-        if params is not None and parsed != params:
-            raise ParameterMismatchError(f"{what}: made for {parsed.describe()}, expected {params.describe()}")
-        roster = meta.raw("roster")
-        if not isinstance(roster, list) or not 1 <= len(roster) <= MAX_PARTIES or not all(
-                isinstance(k, str) and len(k) == 64 for k in roster):
-            raise FormatError(f"{what}: the roster must list member keys as hex")
+        parsed = _params_from_meta(meta, params, what)
+        roster = _roster_from_meta(meta, what)
         try:
-            context = cls(parsed, tuple(bytes.fromhex(k) for k in roster), meta.integer("threshold", 1, MAX_PARTIES),
+            context = cls(parsed, roster, meta.integer("threshold", 1, MAX_PARTIES),
                           colluders=meta.integer("colluders", 0, MAX_PARTIES),
                           statistical_bits=meta.integer("statistical_bits", 16, 128))
         except ValueError as exc:

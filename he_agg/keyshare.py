@@ -33,7 +33,6 @@ import numpy as np
 from .ciphertext import CiphertextBatch, Submission, residue_view, view_digest
 from .context import PublicContext
 from .errors import (
-    EquivocationError,
     FormatError,
     ShareBindingError,
     StateError,
@@ -47,7 +46,7 @@ from .hazmat.replicated import assignment, held_subsets
 from .hazmat.sampling import KEY_BYTES, KeyedStream
 from .hazmat.wire.envelope import Kind, Meta, open_envelope, seal_envelope
 from .identity import PartyIdentity
-from .quorum import Approval, QuorumCertificate
+from .quorum import Approval, QuorumCertificate, check_release
 from .requests import DecryptionRequest, DecryptionShare, canonical_active_set
 from .state import MemberState
 
@@ -152,16 +151,10 @@ class KeyShare:
                          active: Sequence[int] | None = None, *,
                          contributions: Mapping[str, Submission] | None = None) -> DecryptionShare:
         """The share for ``request`` and one of its active sets, against a quorum certificate."""
-        context = self.context
-        if not isinstance(certificate, QuorumCertificate):
-            certificate = QuorumCertificate.from_bytes(certificate)
         parties = self._active_set(request, active)
-        certificate.check(context.roster, context.committee_id, context.colluders, request.round_id, request.digest)
-        own = self._state.approval(request.round_id)
-        if own is not None and own[0] != request.digest:
-            raise EquivocationError(f"this member approved another request for round {request.round_id}; "
-                                    "it answers no other")
-        summed = self._check_request(request, contributions, verified_before=own is not None)
+        approved = check_release(certificate, self.context, request.round_id, request.digest,
+                                 self._state.approval(request.round_id))
+        summed = self._check_request(request, contributions, verified_before=approved)
         key = blake3.blake3(b"he_agg.release\0" + request.digest + bytes(parties)).digest()
         self._state.release(key, 1, self.policy.budget)
         return self._compute(request, parties, summed)

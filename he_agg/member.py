@@ -41,7 +41,6 @@ from .context import EnrolledContext
 from .enrolled import Ticket
 from .enrollment import CommitteeInfo, EnrollmentMember, subsecret_label
 from .errors import (
-    EquivocationError,
     FormatError,
     NotEnrolledError,
     PrivacyBudgetError,
@@ -60,7 +59,7 @@ from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
 from .identity import PartyIdentity
 from .packing import PACKINGS, Layout, PackingMismatchError
 from .params import Params
-from .quorum import Approval, QuorumCertificate
+from .quorum import Approval, QuorumCertificate, check_release
 from .requests import DecryptionShare, EnrolledRequest, canonical_active_set
 from .state import MemberState
 
@@ -188,15 +187,8 @@ class EnrolledMember:
     def decryption_share(self, request: EnrolledRequest, certificate: QuorumCertificate | bytes,
                          active: Sequence[int] | None = None) -> DecryptionShare:
         """d_{i,j} = a_{r,j}·σ_i + f_{i,j} for every ciphertext j, against a quorum certificate."""
-        context = self.context
-        if not isinstance(certificate, QuorumCertificate):
-            certificate = QuorumCertificate.from_bytes(certificate)
         parties = self._active_set(request, active)
-        certificate.check(context.roster, context.committee_id, context.colluders, request.round_id, request.digest)
-        own = self._state.approval(request.round_id)
-        if own is not None and own[0] != request.digest:
-            raise EquivocationError(f"this member approved another request for round {request.round_id}; "
-                                    "it answers no other")
+        check_release(certificate, self.context, request.round_id, request.digest, self._state.approval(request.round_id))
         self._check(request)
         self._spend(request, parties)
         return self._compute(request, parties)

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from .errors import AuthenticationError, FormatError, QuorumError
+from .errors import AuthenticationError, EquivocationError, FormatError, QuorumError
 from .hazmat.wire.envelope import Kind, open_envelope, seal_envelope
 from .identity import SIGNATURE_BYTES, PartyIdentity, verify_signature
 
-__all__ = ["Approval", "QuorumCertificate", "quorum_size"]
+__all__ = ["Approval", "QuorumCertificate", "check_release", "quorum_size"]
 
 _DOMAIN = b"he_agg.approve.v1"
 
@@ -142,3 +142,16 @@ class QuorumCertificate:
                 raise FormatError(f"{what}: bad signature hex") from None
             approvals.append(Approval(item[0], round_id, digest, signature))
         return cls(round_id, digest, tuple(approvals))
+
+
+def check_release(certificate: QuorumCertificate | bytes, context: Any, round_id: int, request_digest: bytes,
+                  own_approval: tuple[bytes, bytes] | None) -> bool:
+    """The gate before any share leaves a member: a valid certificate of this request, and no
+    approval of this member for another request of the round. Returns whether the member
+    approved this request itself (its own checks ran then)."""
+    if not isinstance(certificate, QuorumCertificate):
+        certificate = QuorumCertificate.from_bytes(certificate)
+    certificate.check(context.roster, context.committee_id, context.colluders, round_id, request_digest)
+    if own_approval is not None and own_approval[0] != request_digest:
+        raise EquivocationError(f"this member approved another request for round {round_id}; it answers no other")
+    return own_approval is not None

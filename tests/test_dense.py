@@ -280,15 +280,9 @@ def test_packing_argument_is_checked() -> None:
 # -- precision at 1,000 clients -----------------------------------------------------------------
 
 
-def test_1000_dense_clients_within_1e6_at_member_flooding() -> None:
-    """1,000 distinct client encryptions (|x| ≤ 1, N values dense), decrypted with t = 3 floods at
-    EnrolledMember.sigma: max error within the dense bound, itself far below 1e-6. (Decryption uses
-    Σ s_k directly here; the full protocol run is the slow test below.)"""
-    params, clients, t = ENROLLED, 1000, 3
-    committee = EnrolledCommittee.generate(5, t)
-    sigma = committee[0].sigma
-    assert committee[0].policy.max_clients >= clients
-    rng = np.random.default_rng(1000)
+def _emulated_dense_release(params, clients: int, t: int, sigma: float, *, seed: int):  # type: ignore[no-untyped-def]
+    """``clients`` real dense encryptions (|x| ≤ 1) decrypted with t floods of σ (Σ s_k used directly)."""
+    rng = np.random.default_rng(seed)
     values = rng.uniform(-1, 1, (clients, N))
     total_c0 = np.zeros((1, 2, N), dtype=np.uint64)
     total_s = np.zeros(N, dtype=np.int64)
@@ -305,7 +299,18 @@ def test_1000_dense_clients_within_1e6_at_member_flooding() -> None:
     for i in range(t):
         kernels.add(total_c0, total_c0, flooding_noise(KeyedStream(KEY, bytes([i])), 1, sigma, params),
                     params.data_moduli)
-    out = _decode_dense(total_c0, params).reshape(-1)
+    return values, _decode_dense(total_c0, params).reshape(-1)
+
+
+def test_1000_dense_clients_within_1e6_at_member_flooding() -> None:
+    """1,000 distinct client encryptions (|x| ≤ 1, N values dense), decrypted with t = 3 floods at
+    EnrolledMember.sigma: max error within the dense bound, itself far below 1e-6. (Decryption uses
+    Σ s_k directly here; the full protocol run is the slow test below.)"""
+    params, clients, t = ENROLLED, 1000, 3
+    committee = EnrolledCommittee.generate(5, t)
+    sigma = committee[0].sigma
+    assert committee[0].policy.max_clients >= clients
+    values, out = _emulated_dense_release(params, clients, t, sigma, seed=1000)
     model = EnrolledNoiseModel(params)
     bound = model.error_bound(sigma, t, clients, N, dense=True)
     error = float(np.abs(out - values.sum(axis=0)).max())
@@ -330,24 +335,7 @@ def test_compact_preset_packed_uploads_and_1000_clients() -> None:
     assert np.array_equal(again.c0, upload.c0)
     params, clients, t = COMPACT, 1000, 3
     sigma = EnrolledCommittee.generate(5, t, COMPACT)[0].sigma
-    rng = np.random.default_rng(1001)
-    values = rng.uniform(-1, 1, (clients, N))
-    total_c0 = np.zeros((1, 2, N), dtype=np.uint64)
-    total_s = np.zeros(N, dtype=np.int64)
-    for k in range(clients):
-        secret = rng.integers(-1, 2, N).astype(np.int64)
-        total_s += secret
-        c0 = encrypt_enrolled_slots(secret, values[k], committee_id=b"c", epoch=0, round_id=1, params=params,
-                                    packing="dense")
-        kernels.add(total_c0, total_c0, c0, params.data_moduli)
-    s = kernels.signed_to_rns(total_s, params.data_moduli)
-    kernels.ntt_forward(s, params.data_moduli)
-    a = round_polynomials(b"c", 0, 1, 1, params)
-    kernels.muladd(total_c0, a, s[None].copy(), total_c0, params.data_moduli)
-    for i in range(t):
-        kernels.add(total_c0, total_c0, flooding_noise(KeyedStream(KEY, bytes([i])), 1, sigma, params),
-                    params.data_moduli)
-    out = _decode_dense(total_c0, params).reshape(-1)
+    values, out = _emulated_dense_release(params, clients, t, sigma, seed=1001)
     bound = EnrolledNoiseModel(params).error_bound(sigma, t, clients, 1 << 20, dense=True)
     assert float(np.abs(out - values.sum(axis=0)).max()) <= bound <= 1e-6
 
