@@ -106,9 +106,6 @@ class Aggregator:
         if self._request is not None:
             raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
         who, layout, view = self._open(submission, client_id)
-        if layout is not None and layout.dense:
-            raise PackingMismatchError(f"client {who!r} sent a dense-packed update; public-key rounds use slot "
-                                       "packing (dense packing is for enrolled clients)")
         if who in self._contributions:
             raise DuplicateContributionError(f"client {who!r} already contributed to round {self.round_id}")
         if self.layout is None:
@@ -119,8 +116,13 @@ class Aggregator:
             raise AggregationError("the first submission carries no layout: pass layout= to the Aggregator")
         if view.length != self.layout.length:
             raise ParameterMismatchError(f"client {who!r} sent {view.length} values; the round expects {self.layout.length}")
-        digest = view_digest(view, self.context.params)
-        accumulator = self._accumulator or CiphertextBatch.zeros(self.context.params, view.length)
+        params = self.context.params
+        if view.count != self.layout.ciphertexts(params):  # raw ciphertexts packed the other way
+            raise PackingMismatchError(f"client {who!r} sent {view.count} ciphertexts; this round is packed as "
+                                       f"{self.layout.packing!r} ({self.layout.ciphertexts(params)} ciphertexts): "
+                                       "a round never mixes slot and dense packing")
+        digest = view_digest(view, params)
+        accumulator = self._accumulator or CiphertextBatch.zeros(params, view.length, self.layout.packing)
         accumulator.accumulate([view])  # range-checks as it adds; untouched on error
         self._accumulator = accumulator
         self._contributions[who] = digest

@@ -2,7 +2,10 @@
 
 This is the unit that crosses the wire and feeds the summing kernel. A TenSEAL
 ``CKKSVector`` of ``length`` values becomes a batch of ceil(length / (N/2)) ciphertexts,
-chunked exactly as TenSEAL chunks it, and converts back losslessly.
+chunked exactly as TenSEAL chunks it, and converts back losslessly. A dense-packed batch
+(N values per ciphertext, :func:`he_agg.hazmat.pkenc.encrypt_dense`) holds ceil(length / N)
+ciphertexts; its :attr:`~CiphertextBatch.packing` is "dense" and its envelope meta says so
+(``"packing": "dense"``, absent for slots, so slot envelopes are unchanged).
 
 Three byte forms are read, each validated in full before use:
 
@@ -34,9 +37,34 @@ Submission = Union["CiphertextBatch", bytes, bytearray, memoryview, object]
 _DIGEST_DOMAIN = b"he_agg.ciphertext.v1\0"
 
 
-def _count_for(length: int, params: Params) -> int:
-    """Ciphertexts for ``length`` values, by arithmetic (no list: ``length`` may be untrusted)."""
-    return tenseal.chunk_count(length, params.slots)
+def _count_for(length: int, params: Params, packing: str = "slots") -> int:
+    """Ciphertexts for ``length`` values, by arithmetic (no list: ``length`` may be untrusted):
+    TenSEAL's chunking into N/2 slots, or ⌈length / N⌉ for dense packing."""
+    return tenseal.chunk_count(length, params.n if packing == "dense" else params.slots)
+
+
+def _packing_for(count: int, length: int, params: Params) -> str:
+    """The packing a batch of ``count`` ciphertexts for ``length`` values uses (slots when both fit)."""
+    if length > 0 and count == _count_for(length, params):
+        return "slots"
+    if length > 0 and count == _count_for(length, params, "dense"):
+        return "dense"
+    raise ParameterMismatchError(f"{count} ciphertexts hold neither the slot ({_count_for(length, params)}) nor the "
+                                 f"dense ({_count_for(length, params, 'dense')}) packing of {length} values")
+
+
+def _meta_packing(meta: Meta, what: str) -> str:
+    """The packing an envelope's meta declares: its ``"packing"`` key, else its layout's, else slots."""
+    if meta.has("packing"):
+        if meta.raw("packing") != "dense":
+            raise FormatError(f"{what}: field 'packing' must be \"dense\" when present")
+        return "dense"
+    layout = meta.raw("layout") if meta.has("layout") else None
+    if isinstance(layout, dict) and "packing" in layout:
+        if layout["packing"] not in ("slots", "dense"):
+            raise FormatError(f"{what}: the layout names an unknown packing")
+        return "dense" if layout["packing"] == "dense" else "slots"
+    return "slots"
 
 
 class CiphertextBatch:
@@ -45,45 +73,55 @@ class CiphertextBatch:
     ``data`` is C-contiguous uint64 of shape (count, 2, L, N): ciphertext, polynomial
     (c0, c1), data prime, NTT-form coefficient. Every residue is below its prime (checked
     by every loader; the constructor trusts its caller, like ``numpy.ndarray``).
+    ``packing``: "slots" (count = TenSEAL's chunking into N/2) or "dense" (count = ⌈length/N⌉);
+    by default read from ``data``'s count (slots when both packings give the same count).
     """
 
-    __slots__ = ("params", "data", "length", "_digest")
+    __slots__ = ("params", "data", "length", "packing", "_digest")
 
-    def __init__(self, params: Params, data: np.ndarray, length: int) -> None:
-        nmod = len(params.data_moduli)
-        count = _count_for(length, params) if length > 0 else 0
-        expected = (count, 2, nmod, params.n)
-        if data.dtype != np.uint64 or data.shape != expected or not data.flags.c_contiguous:
-            raise ParameterMismatchError(
-                f"ciphertext data must be C-contiguous uint64 of shape {expected} for {length} values, "
-                f"got {data.dtype} {data.shape}"
-            )
+    def __init__(self, params: Params, data: np.ndarray, length: int, packing: str | None = None) -> None:
         if length < 1:
             raise ValueError("a ciphertext batch carries at least one value")
+        if packing is None:
+            packing = _packing_for(data.shape[0] if data.ndim else -1, length, params)
+        elif packing not in ("slots", "dense"):
+            raise ParameterMismatchError(f"packing must be 'slots' or 'dense', got {packing!r}")
+        expected = (_count_for(length, params, packing), 2, len(params.data_moduli), params.n)
+        if data.dtype != np.uint64 or data.shape != expected or not data.flags.c_contiguous:
+            raise ParameterMismatchError(
+                f"ciphertext data must be C-contiguous uint64 of shape {expected} for {length} values "
+                f"({packing} packing), got {data.dtype} {data.shape}"
+            )
         self.params = params
         self.data = data
         self.length = length
+        self.packing = packing
         self._digest: bytes | None = None
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def zeros(cls, params: Params, length: int) -> "CiphertextBatch":
+    def zeros(cls, params: Params, length: int, packing: str = "slots") -> "CiphertextBatch":
         """The additive identity: an all-zero (transparent) batch, for accumulators."""
-        count = _count_for(length, params)
-        return cls(params, np.zeros((count, 2, len(params.data_moduli), params.n), dtype=np.uint64), length)
+        if packing not in ("slots", "dense"):
+            raise ParameterMismatchError(f"packing must be 'slots' or 'dense', got {packing!r}")
+        count = _count_for(length, params, packing)
+        return cls(params, np.zeros((count, 2, len(params.data_moduli), params.n), dtype=np.uint64), length, packing)
 
     @classmethod
     def from_tenseal(cls, vector: object, params: Params) -> "CiphertextBatch":
         """From a TenSEAL ``CKKSVector`` or its ``serialize()`` bytes (validated)."""
         view = residue_view(vector, params)
-        return cls(params, view.residues(params), view.length)
+        return cls(params, view.residues(params), view.length, "slots")
 
     @classmethod
     def from_bytes(cls, data: object, params: Params) -> "CiphertextBatch":
         """From he_agg envelope bytes (validated; the array is a read-only view of ``data``)."""
-        view = _envelope_view(data, params)
-        return cls(params, view.residues(params), view.length)
+        env = open_envelope(data, Kind.CIPHERTEXT_BATCH, "he_agg ciphertext batch")
+        packing = _meta_packing(env.meta, "he_agg ciphertext batch")
+        view = view_from_meta(env.meta, env.body, params, "he_agg ciphertext batch", check=False,
+                              body_hash=env.body_hash)
+        return cls(params, view.residues(params), view.length, packing)
 
     # -- serialization --------------------------------------------------------------------
 
@@ -94,13 +132,17 @@ class CiphertextBatch:
         2·Σ_l⌈N·bitlen(q_l)/64⌉·8 bytes per ciphertext, summed in place by the kernel.
         """
         meta = _meta(self.params, self.length)
+        if self.packing == "dense":
+            meta["packing"] = "dense"
         if not packed:
             return seal_envelope(Kind.CIPHERTEXT_BATCH, meta, self.data)
         meta["packed"] = True
         return seal_envelope(Kind.CIPHERTEXT_BATCH, meta, packed_wire.pack_residues(self.data, self.params.data_moduli))
 
     def to_tenseal_bytes(self, *, compress: bool = True) -> bytes:
-        """TenSEAL ``CKKSVector`` bytes (zstd like TenSEAL's own, or uncompressed)."""
+        """TenSEAL ``CKKSVector`` bytes (zstd like TenSEAL's own, or uncompressed); slot packing only."""
+        if self.packing != "slots" and self.count != _count_for(self.length, self.params):
+            raise ParameterMismatchError("a dense-packed batch has no TenSEAL form (TenSEAL vectors use slot packing)")
         return tenseal.write_vector(self.data, self.length, self.params, compress=compress)
 
     def to_tenseal(self, context: object) -> object:
@@ -130,7 +172,7 @@ class CiphertextBatch:
         views = [residue_view(item, params, f"input {i}") for i, item in enumerate(items)]
         if not views:
             raise ValueError("nothing to sum")
-        acc = cls.zeros(params, views[0].length)
+        acc = cls.zeros(params, views[0].length, _packing_for(views[0].count, views[0].length, params))
         acc.accumulate(views)
         return acc
 
@@ -145,6 +187,9 @@ class CiphertextBatch:
         for i, view in enumerate(views):
             if view.length != self.length:
                 raise ParameterMismatchError(f"input {i} has {view.length} values, this batch has {self.length}")
+            if view.count != self.count:
+                raise ParameterMismatchError(f"input {i} holds {view.count} ciphertexts, this batch {self.count}: "
+                                             "slot and dense packing never mix")
         words = [(v.buffer, v.offsets) for v in views if not isinstance(v, packed_wire.PackedView)]
         packed = [(v.buffer, v.offsets) for v in views if isinstance(v, packed_wire.PackedView)]
         moduli = self.params.data_moduli
@@ -171,13 +216,14 @@ class CiphertextBatch:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CiphertextBatch):
             return NotImplemented
-        return self.params == other.params and self.length == other.length and np.array_equal(self.data, other.data)
+        return (self.params == other.params and self.length == other.length and self.packing == other.packing
+                and np.array_equal(self.data, other.data))
 
     __hash__ = None  # type: ignore[assignment]  # mutable array inside
 
     def __repr__(self) -> str:
         return (
-            f"CiphertextBatch({self.length} values in {self.count} ciphertexts, "
+            f"CiphertextBatch({self.length} values in {self.count} ciphertexts ({self.packing}), "
             f"N={self.params.n}, {len(self.params.data_moduli)} primes, digest {self.digest[:6].hex()}…)"
         )
 
@@ -211,7 +257,7 @@ def view_from_meta(meta: Meta, body: memoryview, params: Params, what: str, *, c
         )
     length = meta.integer("length", 1, 1 << 40)
     nmod = len(params.data_moduli)
-    shape = (_count_for(length, params), 2, nmod, params.n)
+    shape = (_count_for(length, params, _meta_packing(meta, what)), 2, nmod, params.n)
     if packed_wire.packed_flag(meta, what):
         buffer, offsets = packed_wire.packed_body(body, shape, params.data_moduli, what)
         view = packed_wire.PackedView(buffer, offsets, length, False, body_hash, 2)

@@ -29,6 +29,7 @@ from .hazmat.decryption import decode_phase, phase
 from .keygen import KeygenConfig, KeygenParty, deal
 from .identity import PartyIdentity
 from .keyshare import KeyShare, Policy
+from .packing import Layout, ciphertext_count
 from .params import AGGREGATION, Params
 from .quorum import Approval, QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, DecryptionShare
@@ -53,8 +54,13 @@ def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes
     """The decrypted values (float64, ``request.aggregate.length``) from decryption shares."""
     c0 = np.ascontiguousarray(request.aggregate.data[:, 0])
     model = request.context.noise_model()
+    packing = Layout.from_json(request.layout).packing if request.layout is not None else request.aggregate.packing
+    if request.aggregate.count != ciphertext_count(request.aggregate.length, request.context.params, packing):
+        raise ShareBindingError(f"the request's aggregate has {request.aggregate.count} ciphertexts; its layout "
+                                f"({packing} packing) needs another count")
+    dense = packing == "dense"
     return combine_phase(request, c0, shares, request.aggregate.length,
-                         lambda sigma: model.slot_std(sigma, request.context.threshold))
+                         lambda sigma: model.slot_std(sigma, request.context.threshold, dense=dense), packing=packing)
 
 
 def _decode_dense(ntt_phase: np.ndarray, params: Params) -> np.ndarray:

@@ -209,7 +209,7 @@ class KeyShare:
             if view.length != request.aggregate.length:
                 raise VerificationError(f"the contribution of {client_id!r} has {view.length} values")
             views.append(view)
-        total = CiphertextBatch.zeros(params, request.aggregate.length)
+        total = CiphertextBatch.zeros(params, request.aggregate.length, request.aggregate.packing)
         total.accumulate(views)
         if total.digest != request.aggregate.digest:
             raise VerificationError("the aggregate is not the sum of the listed contributions")

@@ -32,6 +32,7 @@ __all__ = [
     "COMPACT",
     "ENROLLED",
     "MAX_MODULUS_BITS_128",
+    "PK_COMPACT",
     "Params",
     "is_prime",
     "seal_primes",
@@ -269,3 +270,14 @@ ENROLLED = Params.from_bit_sizes(8192, [60, 60, 60], 2.0**94)
 #: 2^86. With packed residues an upload is 12.9 bytes per value; the error bound of a
 #: 1,000-client dense sum at σ ≈ 2^60.7 and t = 3 is 3.8e-7. Sums must stay below 2^15.
 COMPACT = Params.from_bit_sizes(8192, [52, 51, 60], 2.0**86)
+
+#: The compact public-key preset for dense packing (:func:`he_agg.client.encrypt` with
+#: ``packing="dense"``): data primes of 48 and 47 bits (Q ≈ 2^95), SEAL's 60-bit special prime,
+#: scale 2^82. With packed residues an upload is 2·95/8 = 23.75 bytes per value (plus a
+#: ~200-byte envelope). Derivation (:class:`he_agg.hazmat.noise.NoiseModel`, s = f = 40): the
+#: members' flooding for K = 1,000 clients over 2^20 values is σ ≈ 2^56.3 for a dealer-free
+#: (5, 3) committee (h = 50 secret terms), and the dense error bound √(tσ² + K·v)·tail/Δ is
+#: ≤ 1e-6 from Δ = 2^80.3 (2^81.6 for a dealer-free (7, 4) committee; 2^78.7 for (3, 2)).
+#: Δ = 2^82 gives 2.9e-7 at (5, 3) and leaves 12 bits of headroom: a 1,000-client sum of
+#: |x| ≤ 2 still decrypts (check_range with max_clients=1000).
+PK_COMPACT = Params.from_bit_sizes(8192, [48, 47, 60], 2.0**82)

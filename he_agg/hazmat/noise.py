@@ -46,6 +46,21 @@ own term: the decryption budget bounds the total.
 Precision: t shares add noise of variance t·σ² per coefficient; decoding maps it to
 each real slot with standard deviation σ·√(t·N/2)/scale. :meth:`NoiseModel.predicted_error`
 reports the expected maximum over the released values.
+
+Dense public-key encryption (``dense=True``)
+--------------------------------------------
+:func:`he_agg.hazmat.pkenc.encrypt_dense` is SEAL's procedure above with the exact dense
+encoding: the same (e·u + e1 + e2·s)/p − r0 − r1·s, and instead of a deterministic encoding
+rounding (|·| ≤ 1/2) the randomized rounding ρ of x·Δ: |ρ| < 1, zero mean, sub-Gaussian with
+proxy 1/4 (Hoeffding). So per fresh ciphertext the variance proxy is (||s||² + 2)/4 and the
+deterministic part is the divided key-level term alone:
+
+    B_dense = sqrt(2·K·(||s||²_max + 2)/4 · ln(2·M·2^f)) + K·2^-25
+
+B_dense ≤ B (slots) whenever √(K·ln(2M·2^f)/2)·(√(S+2) − √(S+1)) ≤ K/2, i.e. always here
+(S = ||s||²_max ≥ N/2 ≥ 512, ln(2M·2^f) < 200): members, which size their flood with B, cover
+dense rounds too. Decoding reads coefficient k divided by Δ: no √(N/2) spread, so one value's
+flooding error has standard deviation σ·√t/Δ.
 """
 
 from __future__ import annotations
@@ -126,60 +141,78 @@ class NoiseModel:
     def secret_norm_squared(self) -> float:
         return secret_norm_bound(self.params.n, self.secret_terms, self.failure_bits)
 
-    def fresh_variance_proxy(self) -> float:
-        """Sub-Gaussian variance proxy of one coefficient of one fresh ciphertext's noise."""
-        return (self.secret_norm_squared + 1.0) / 4.0
+    def fresh_variance_proxy(self, *, dense: bool = False) -> float:
+        """Sub-Gaussian variance proxy of one coefficient of one fresh ciphertext's noise
+        (``dense``: the native dense encryptor's, randomized rounding included)."""
+        return (self.secret_norm_squared + (2.0 if dense else 1.0)) / 4.0
 
-    def _deterministic_part(self) -> float:
+    def _deterministic_part(self, dense: bool = False) -> float:
         n, h = self.params.n, self.secret_terms
         key_level = (2 * n * _ERROR_BOUND * h + _ERROR_BOUND) / self.params.special_modulus
-        return 0.5 + key_level  # encoding rounding + the divided key-level noise
+        return key_level if dense else 0.5 + key_level  # (slots: encoding rounding) + the divided key-level noise
 
-    def bound(self, summed: int, coefficients: int) -> float:
+    def bound(self, summed: int, coefficients: int, *, dense: bool = False) -> float:
         """B: bounds every coefficient of the noise of a sum of ``summed`` fresh ciphertexts.
 
         ``coefficients`` is how many coefficients the union bound covers (N × ciphertexts).
+        ``dense``: ciphertexts of :func:`he_agg.hazmat.pkenc.encrypt_dense` (B_dense ≤ B).
         """
         if summed < 1 or coefficients < 1:
             raise ValueError("summed and coefficients must be positive")
-        variance = summed * self.fresh_variance_proxy()
+        variance = summed * self.fresh_variance_proxy(dense=dense)
         tail = math.sqrt(2.0 * variance * (math.log(2.0 * coefficients) + self.failure_bits * math.log(2.0)))
-        return tail + summed * self._deterministic_part()
+        return tail + summed * self._deterministic_part(dense)
 
-    def flooding_sigma(self, summed: int, coefficients: int) -> float:
-        """σ of each share's flooding noise: 2^s · B."""
-        return math.ldexp(self.bound(summed, coefficients), self.statistical_bits)
+    def flooding_sigma(self, summed: int, coefficients: int, *, dense: bool = False) -> float:
+        """σ of each share's flooding noise: 2^s · B (members use the slot B, which covers dense)."""
+        return math.ldexp(self.bound(summed, coefficients, dense=dense), self.statistical_bits)
 
-    def slot_std(self, sigma: float, shares: int) -> float:
-        """Standard deviation of one decoded real slot due to ``shares`` flooding terms."""
-        return sigma * math.sqrt(shares * self.params.n / 2.0) / self.params.scale
+    def _spread(self, dense: bool) -> float:
+        """Decoding's factor from a coefficient's noise to one value's: √(N/2) (slots), 1 (dense)."""
+        return 1.0 if dense else math.sqrt(self.params.n / 2.0)
 
-    def predicted_error(self, summed: int, coefficients: int, shares: int, values: int) -> float:
-        """Expected max |error| over ``values`` decoded slots (flooding dominates)."""
-        std = self.slot_std(self.flooding_sigma(summed, coefficients), shares)
+    def slot_std(self, sigma: float, shares: int, *, dense: bool = False) -> float:
+        """Standard deviation of one decoded value due to ``shares`` flooding terms."""
+        return sigma * math.sqrt(shares) * self._spread(dense) / self.params.scale
+
+    def predicted_error(self, summed: int, coefficients: int, shares: int, values: int, *,
+                        dense: bool = False) -> float:
+        """Expected max |error| over ``values`` decoded values (flooding dominates)."""
+        std = self.slot_std(self.flooding_sigma(summed, coefficients), shares, dense=dense)
         return std * math.sqrt(2.0 * math.log(2.0 * max(values, 1)))
 
-    def error_bound(self, summed: int, coefficients: int, shares: int, values: int) -> float:
-        """Documented bound on max |decrypted − exact sum| over ``values`` slots.
+    def error_bound(self, summed: int, coefficients: int, shares: int, values: int, *, dense: bool = False,
+                    sigma: float | None = None) -> float:
+        """Documented bound on max |decrypted − exact sum| over ``values`` values.
 
-        Flooding (t·σ² per coefficient) plus the aggregate's own noise (variance proxy
-        ``summed``·proxy), mapped to a real slot (× √(N/2) / scale), times a Gaussian tail
-        factor with failure probability 2^-f over all values.
+        Flooding (t·σ² per coefficient; σ defaults to the members' :meth:`flooding_sigma`)
+        plus the aggregate's own noise (variance proxy ``summed``·proxy), mapped to a value
+        (× √(N/2) / scale for slots, × 1/scale dense), times a Gaussian tail factor with
+        failure probability 2^-f over all values.
         """
-        sigma = self.flooding_sigma(summed, coefficients)
-        variance = shares * sigma**2 + summed * self.fresh_variance_proxy()
-        std = math.sqrt(variance * self.params.n / 2.0) / self.params.scale
+        sigma = self.flooding_sigma(summed, coefficients) if sigma is None else sigma
+        variance = shares * sigma**2 + summed * self.fresh_variance_proxy(dense=dense)
+        std = math.sqrt(variance) * self._spread(dense) / self.params.scale
         tail = math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
         return std * tail
 
-    def agreement_bound(self, summed: int, coefficients: int, shares: int, values: int) -> float:
+    def agreement_bound(self, summed: int, coefficients: int, shares: int, values: int, *,
+                        dense: bool = False) -> float:
         """Largest honest difference between two decryptions by different active sets.
 
         Two independent flooded decryptions differ by noise of std √2 × slot_std; this
         is that std times a tail factor with failure probability 2^-f over all values.
         """
-        std = math.sqrt(2.0) * self.slot_std(self.flooding_sigma(summed, coefficients), shares)
+        std = math.sqrt(2.0) * self.slot_std(self.flooding_sigma(summed, coefficients), shares, dense=dense)
         return std * math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
+
+    def min_scale_log2(self, summed: int, coefficients: int, shares: int, values: int, target: float, *,
+                       dense: bool = False) -> float:
+        """log2 of the smallest Δ whose :meth:`error_bound` is at most ``target`` (σ does not depend on Δ)."""
+        if not target > 0:
+            raise ValueError("target must be positive")
+        return math.log2(self.error_bound(summed, coefficients, shares, values, dense=dense)
+                         * self.params.scale / target)
 
     def release_distance_log2(self, coefficients: int) -> float:
         """log2 of the whole-release statistical distance bound √M·2^-(s+1) (Pinsker)."""
