@@ -423,17 +423,15 @@ def test_min_scale_inverts_the_error_bound() -> None:
     assert math.isclose(gap, 0.5 * math.log2(ENROLLED.n / 2))  # dense saves log2 √(N/2) = 6 bits of Δ
 
 
-def test_public_key_mode_refuses_dense() -> None:
-    """Dense packing is enrolled-only for now: the public-key client and aggregator refuse it."""
-    from he_agg.client import EncryptedUpdate, encrypt
-    from he_agg.ciphertext import CiphertextBatch
+def test_public_key_mode_refuses_a_dense_update_in_a_slot_round() -> None:
+    """Public-key clients may pack densely (tests/test_dense_pk.py); a round never mixes packings."""
+    from he_agg.client import encrypt
     from he_agg.committee import Committee
 
     committee = Committee.generate(3, 2)
-    with pytest.raises(PackingError, match="enrolled"):
-        encrypt(committee.public_context, np.ones(4), client_id="a", round_id=1, packing="dense")
-    layout = flatten(np.ones(4), packing="dense")[1]
-    forged = EncryptedUpdate("a", 1, committee.public_context.committee_id, layout,
-                             CiphertextBatch.zeros(committee.public_context.params, 4))
+    dense = encrypt(committee.public_context, np.ones(4), client_id="a", round_id=1, packing="dense")
+    assert dense.layout.dense
+    agg = Aggregator(committee.public_context, 1)
+    agg.add(encrypt(committee.public_context, np.ones(4), client_id="b", round_id=1))
     with pytest.raises(PackingMismatchError, match="dense"):
-        Aggregator(committee.public_context, 1).add(forged)
+        agg.add(dense)
