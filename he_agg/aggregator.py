@@ -11,6 +11,8 @@ in the same pass that adds) leaves the accumulator exactly as it was.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -65,7 +67,10 @@ class Aggregator:
         return super().__new__(cls)
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
-                 layout: Layout | None = None, retain: bool = True) -> None:
+                 layout: Layout | None = None, retain: bool = True, state_dir: Any = None) -> None:
+        if state_dir is not None:
+            raise AggregationError("crash-safe rounds (state_dir=) are implemented for enrolled committees only; "
+                                   "a public-key round lives in memory")
         check_round_id(round_id)
         if type(min_clients) is not int or min_clients < 1:
             raise ValueError("min_clients must be an integer >= 1")
@@ -195,6 +200,11 @@ def _result(slots: np.ndarray, layout: Layout, contributors: tuple[str, ...]) ->
     return AggregateResult(unflatten(slots, layout), None, contributors, slots)
 
 
+def _layout_text(layout: Layout) -> str:
+    """The layout as canonical JSON text (how a round's ledger stores it)."""
+    return json.dumps(layout.to_json(), sort_keys=True, separators=(",", ":"))
+
+
 def _envelope_kind(submission: object) -> int | None:
     """The he_agg envelope kind of a byte submission, or None for anything else."""
     if not isinstance(submission, (bytes, bytearray, memoryview)):
@@ -214,7 +224,10 @@ class EnrolledAggregator:
     """
 
     def __init__(self, context: Any, round_id: int, *, epoch: int = 0, min_clients: int = 3,
-                 layout: Layout | None = None, client_keys: Any = None) -> None:
+                 layout: Layout | None = None, client_keys: Any = None,
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
+        """``state_dir``: keep the round crash-safe there (:mod:`he_agg.ledger`); an existing
+        round in it is resumed (its epoch, round and minimum must match)."""
         check_round_id(round_id)
         check_round_id(epoch)
         if type(min_clients) is not int or min_clients < 1:
@@ -227,7 +240,22 @@ class EnrolledAggregator:
         self._keys = client_keys
         self._accumulator: Any = None
         self._request: EnrolledRequest | None = None
+        self._store: Any = None
         self.result: AggregateResult | None = None
+        if state_dir is not None:
+            self._attach(state_dir, {"epoch": epoch, "round": round_id, "min_clients": min_clients})
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str], context: Any, *, client_keys: Any = None) -> "EnrolledAggregator":
+        """Resume the round kept in ``state_dir`` (after a crash or a restart): every acknowledged
+        upload counted once, an issued request reissued byte for byte."""
+        from .ledger import RoundStore
+
+        store = RoundStore(state_dir, committee_id=context.committee_id, fingerprint=context.params.fingerprint)
+        identity = store.identity
+        store.close()
+        return cls(context, int(identity["round"]), epoch=int(identity["epoch"]),
+                   min_clients=int(identity["min_clients"]), client_keys=client_keys, state_dir=state_dir)
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -237,7 +265,10 @@ class EnrolledAggregator:
         return len(self.contributors)
 
     def add(self, upload: Any) -> Any:
-        """Validate one upload (bytes or :class:`~he_agg.enrolled.EnrolledUpload`) and add its c0; returns its ticket."""
+        """Validate one upload (bytes or :class:`~he_agg.enrolled.EnrolledUpload`) and add its c0; returns its ticket.
+
+        With ``state_dir`` it returns only once the upload is durable (ledger row and checkpoint).
+        """
         from .enrolled import C0Accumulator, EnrolledUpload, open_upload
 
         if self._request is not None:
@@ -255,7 +286,61 @@ class EnrolledAggregator:
                                               verify_key=self._keys)
         ticket = self._accumulator.add(upload)
         self.layout = self._accumulator.layout
+        if self._store is not None:
+            try:
+                self._store.record(ticket.client_id, ticket.to_bytes(), ticket.c0_digest, _layout_text(self.layout),
+                                   self._accumulator._acc)
+            except BaseException:
+                self._resume()  # the in-memory sum already holds the upload: reload what is durable
+                raise
         return ticket
+
+    # -- crash safety ------------------------------------------------------------------------
+
+    def _attach(self, state_dir: str | os.PathLike[str], identity: dict[str, Any]) -> None:
+        from .ledger import RoundStore
+
+        self._store = RoundStore(state_dir, committee_id=self.context.committee_id,
+                                 fingerprint=self.context.params.fingerprint, identity=identity)
+        try:
+            given = self.layout
+            if given is not None:
+                self._store.fix_layout(_layout_text(given))
+            self._resume()
+            if given is not None and self.layout is not None:
+                check_layout(self.layout, given)  # the round on disk was made for another layout
+        except BaseException:
+            self._store.close()
+            self._store = None
+            raise
+
+    def _resume(self) -> None:
+        """Rebuild the accumulator, tickets, layout and any issued request from ``state_dir``."""
+        from .enrolled import C0Accumulator, Ticket, ciphertext_count
+
+        params = self.context.params
+
+        def shape_of(layout_json: str) -> tuple[int, int, int, int]:
+            layout = Layout.from_json(json.loads(layout_json))
+            return (ciphertext_count(layout.length, params, layout.packing), 1, len(params.data_moduli), params.n)
+
+        found = self._store.recover(shape_of)
+        self._accumulator = None
+        self._request = None
+        if found.layout is not None:
+            self.layout = Layout.from_json(json.loads(found.layout))
+        if found.acc is not None:
+            assert self.layout is not None
+            acc = C0Accumulator(params, self.layout.length, committee_id=self.context.committee_id, epoch=self.epoch,
+                                round_id=self.round_id, layout=self.layout, verify_key=self._keys)
+            acc._acc[...] = found.acc  # restored state, checksummed by the checkpoint
+            for raw in found.tickets:
+                ticket = Ticket.from_bytes(raw)
+                acc._check_ticket(ticket)
+                acc._tickets[ticket.client_id] = ticket
+            self._accumulator = acc
+        if found.active_sets is not None:
+            self.decryption_request(found.active_sets)
 
     def decryption_request(self, active_sets: Sequence[Sequence[int]] | None = None) -> EnrolledRequest:
         """Close the round; τ_r names the contributors' tickets, the layout, Σc0's digest and the active sets."""
@@ -275,9 +360,12 @@ class EnrolledAggregator:
         total = np.ascontiguousarray(acc.sum)
         digest = c0_digest(self.context.params, self.layout.length, body_hash(as_bytes(total)))
         tickets = {t.client_id: t.to_bytes() for t in acc.tickets}
-        self._request = EnrolledRequest(self.context, self.epoch, self.round_id, tickets, self.layout.to_json(),
-                                        total.shape[0], digest, active_sets)
-        return self._request
+        request = EnrolledRequest(self.context, self.epoch, self.round_id, tickets, self.layout.to_json(),
+                                  total.shape[0], digest, active_sets)
+        if self._store is not None:  # durable before the request can leave: a restart reissues it
+            self._store.close_round([list(a) for a in request.active_sets])
+        self._request = request
+        return request
 
     def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:
         """Combine the members' shares; return the weighted mean (or sum) in the clients' structure."""
@@ -287,6 +375,18 @@ class EnrolledAggregator:
         assert self.layout is not None
         self.result = _result(combine_enrolled(request, self._accumulator.sum, shares), self.layout, self.contributors)
         return self.result.value
+
+    def close(self) -> None:
+        """Release ``state_dir`` (its lock and ledger); the round stays on disk for :meth:`open`. Idempotent."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> "EnrolledAggregator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._request is not None else "open"
