@@ -11,6 +11,7 @@ in the same pass that adds) leaves the accumulator exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class AggregateResult:
     total_weight: float | None  # Σ weights for weighted layouts
     contributors: tuple[str, ...]
     slots: np.ndarray  # the decrypted slot vector (sum of weighted updates + weight slot)
+    faulty: int | None = None  # finalize(robust=True): the member excluded as faulty, if any
 
 
 class Aggregator:
@@ -180,11 +182,15 @@ class Aggregator:
                                               self.layout.to_json(), active_sets)
         return self._request
 
-    def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:
-        """Combine the committee's shares; return the weighted mean (or sum) in the clients' structure."""
+    def finalize(self, shares: Sequence[DecryptionShare | bytes], *, robust: bool = False) -> Any:
+        """Combine the committee's shares; return the weighted mean (or sum) in the clients' structure.
+
+        ``robust=True``: one member named faulty is excluded instead of raising; the result
+        records it in ``self.result.faulty`` (see :func:`~he_agg.committee.combine_phase`).
+        """
         request = self.decryption_request()
         assert self.layout is not None
-        self.result = _result(combine(request, shares), self.layout, self.contributors)
+        self.result = _released(combine(request, shares, robust=robust), self.layout, self.contributors)
         return self.result.value
 
     def __repr__(self) -> str:
@@ -203,6 +209,15 @@ def _result(slots: np.ndarray, layout: Layout, contributors: tuple[str, ...]) ->
 def _layout_text(layout: Layout) -> str:
     """The layout as canonical JSON text (how a round's ledger stores it)."""
     return json.dumps(layout.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+def _released(combined: Any, layout: Layout, contributors: tuple[str, ...]) -> AggregateResult:
+    """:func:`_result` of a combine's output: plain values, or a robust (values, faulty) report."""
+    from .committee import Combined
+
+    if isinstance(combined, Combined):
+        return dataclasses.replace(_result(combined.values, layout, contributors), faulty=combined.faulty)
+    return _result(combined, layout, contributors)
 
 
 def _envelope_kind(submission: object) -> int | None:
@@ -367,13 +382,18 @@ class EnrolledAggregator:
         self._request = request
         return request
 
-    def finalize(self, shares: Sequence[DecryptionShare | bytes]) -> Any:
-        """Combine the members' shares; return the weighted mean (or sum) in the clients' structure."""
+    def finalize(self, shares: Sequence[DecryptionShare | bytes], *, robust: bool = False) -> Any:
+        """Combine the members' shares; return the weighted mean (or sum) in the clients' structure.
+
+        ``robust=True``: one member named faulty is excluded instead of raising; the result
+        records it in ``self.result.faulty`` (see :func:`~he_agg.committee.combine_phase`).
+        """
         from .committee import combine_enrolled
 
         request = self.decryption_request()
         assert self.layout is not None
-        self.result = _result(combine_enrolled(request, self._accumulator.sum, shares), self.layout, self.contributors)
+        self.result = _released(combine_enrolled(request, self._accumulator.sum, shares, robust=robust),
+                                self.layout, self.contributors)
         return self.result.value
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("bench", "aggregate"): "he_agg.bench.aggregate",
     ("bench", "decrypt"): "he_agg.bench.decrypt",
     ("bench", "e2e"): "he_agg.bench.e2e",
+    ("bench", "memory"): "he_agg.bench.memory",
     ("demo",): "he_agg.demo",
 }
 

@@ -11,13 +11,19 @@ Given shares for several active sets (the request named them, e.g. from
 bound; when they do not, the member present in every disagreeing set and absent from the
 agreeing ones is named. With only t+1 members a faulty member cannot be located (every
 set but one contains it): the error says so; name t+2 members' sets.
+
+``robust=True`` finishes the round despite one faulty member instead of raising: when
+exactly one member is named (its shares disagree, or it sent a share bound to another
+request), the values are decoded from the complete sets without it, which must agree among
+themselves, and a :class:`Combined` report records whom it excluded. Without a unique
+suspect it still raises.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -34,7 +40,7 @@ from .params import AGGREGATION, Params
 from .quorum import Approval, QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, DecryptionShare
 
-__all__ = ["Committee", "combine", "combine_enrolled", "combine_phase", "run_keygen", "verification_sets"]
+__all__ = ["Combined", "Committee", "combine", "combine_enrolled", "combine_phase", "run_keygen", "verification_sets"]
 
 MAX_SETS = 64
 
@@ -50,8 +56,20 @@ def verification_sets(parties: Sequence[int], threshold: int) -> list[tuple[int,
     return sets
 
 
-def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes]) -> np.ndarray:
-    """The decrypted values (float64, ``request.aggregate.length``) from decryption shares."""
+class Combined(NamedTuple):
+    """What a robust combine released: the values and the member it excluded (None: nobody)."""
+
+    values: np.ndarray
+    faulty: int | None
+
+
+def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes], *,
+            robust: bool = False) -> Any:
+    """The decrypted values (float64, ``request.aggregate.length``) from decryption shares.
+
+    ``robust=True``: a :class:`Combined` (values, excluded member) instead of raising when
+    exactly one member is named faulty (see :func:`combine_phase`).
+    """
     c0 = np.ascontiguousarray(request.aggregate.data[:, 0])
     model = request.context.noise_model()
     packing = Layout.from_json(request.layout).packing if request.layout is not None else request.aggregate.packing
@@ -60,7 +78,8 @@ def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes
                                 f"({packing} packing) needs another count")
     dense = packing == "dense"
     return combine_phase(request, c0, shares, request.aggregate.length,
-                         lambda sigma: model.slot_std(sigma, request.context.threshold, dense=dense), packing=packing)
+                         lambda sigma: model.slot_std(sigma, request.context.threshold, dense=dense), packing=packing,
+                         robust=robust)
 
 
 def _decode_dense(ntt_phase: np.ndarray, params: Params) -> np.ndarray:
@@ -70,27 +89,58 @@ def _decode_dense(ntt_phase: np.ndarray, params: Params) -> np.ndarray:
 
 
 def combine_phase(request: Any, c0: np.ndarray, shares: Sequence[DecryptionShare | bytes], length: int,
-                  slot_std: Callable[[float], float], *, packing: str = "slots") -> np.ndarray:
+                  slot_std: Callable[[float], float], *, packing: str = "slots", robust: bool = False) -> Any:
     """c0 + Σ shares, decoded, for each complete active set of ``request``; cross-checked when several.
 
     ``request`` has ``context``, ``digest`` and ``active_sets``; ``c0`` is (count, L, N) NTT
     residues; ``slot_std(σ)`` is the standard deviation one decoded value gets from t floods.
     ``packing``: "slots" decodes with the canonical embedding; "dense" reads coefficients.
+    ``robust``: return :class:`Combined`; a single member named faulty — its shares disagree
+    with the others, or it sent a share bound to another request, committee, shape or set —
+    is excluded and recorded instead of raising. Two or more such members, or a disagreement
+    no single member explains, still raise.
     """
     context = request.context
-    groups = _group(request, c0.shape, [_parse(s, context) for s in shares])
-    complete = {active: group for active, group in groups.items() if set(group) == set(active)}
+    parsed = [_parse(s, context) for s in shares]
+    misbound = _misbound(request, c0.shape, parsed) if robust else None
+    if misbound is not None:
+        parsed = [s for s in parsed if s.party != misbound]
+    groups = _group(request, c0.shape, parsed)
+    complete = {active: group for active, group in groups.items()
+                if set(group) == set(active) and misbound not in active}
     if not complete:
         have = {active: sorted(group) for active, group in groups.items()}
-        raise ThresholdError(f"no active set has all {context.threshold} shares; received {have or 'none'}")
+        raise ThresholdError(f"no active set has all {context.threshold} shares"
+                             f"{'' if misbound is None else f' without member {misbound}'}; received {have or 'none'}")
     params = context.params
     decode = _decode_dense if packing == "dense" else decode_phase
     values = {active: decode(phase(c0, [s.residues for s in group.values()], params), params).reshape(-1)[:length]
               for active, group in complete.items()}
+    faulty = misbound
     if len(values) > 1:
         sigma = max(share.sigma for group in complete.values() for share in group.values())
-        _check_agreement(values, slot_std(sigma), length)
-    return np.mean(np.stack(list(values.values())), axis=0)
+        named = _check_agreement(values, slot_std(sigma), length, robust=robust and misbound is None)
+        if named is not None:
+            faulty = named
+            values = {active: v for active, v in values.items() if named not in active}
+    mean = np.mean(np.stack(list(values.values())), axis=0)
+    return Combined(mean, faulty) if robust else mean
+
+
+def _misbound(request: Any, shape: tuple[int, ...], shares: list[DecryptionShare]) -> int | None:
+    """The one member whose shares are bound to another committee, request, shape or set (robust mode).
+
+    The share names its own member; a share sent by one member under another's index is a
+    disagreement the agreement check sees. Two members with misbound shares: raise.
+    """
+    context = request.context
+    bad = sorted({s.party for s in shares
+                  if s.committee_id != context.committee_id or s.request_digest != request.digest
+                  or s.residues.shape != shape or s.active not in request.active_sets})
+    if len(bad) > 1:
+        raise ShareBindingError(f"members {bad} sent shares made for another committee, request, ciphertext or "
+                                "active set; a robust combine excludes at most one member")
+    return bad[0] if bad else None
 
 
 def _parse(share: DecryptionShare | bytes, context: Any) -> DecryptionShare:
@@ -123,14 +173,16 @@ def _group(request: Any, shape: tuple[int, ...], shares: list[DecryptionShare]) 
 AGREEMENT_FAILURE_BITS = 40
 
 
-def _check_agreement(values: Mapping[tuple[int, ...], np.ndarray], slot_std: float, length: int) -> None:
+def _check_agreement(values: Mapping[tuple[int, ...], np.ndarray], slot_std: float, length: int, *,
+                     robust: bool = False) -> int | None:
+    """Raise unless the sets agree within the bound; ``robust``: return the unique suspect instead."""
     std = math.sqrt(2.0) * slot_std
     tail = math.sqrt(2.0 * (math.log(2.0 * max(length, 1)) + AGREEMENT_FAILURE_BITS * math.log(2.0)))
     bound = std * tail
     sets = list(values)
     agree = {(a, b): float(np.abs(values[a] - values[b]).max()) <= bound for a in sets for b in sets}
     if all(agree.values()):
-        return
+        return None
     members = sorted(set().union(*sets))
     # p is a candidate when the sets without p all agree: removing p explains every
     # disagreement. Name p only when it is the one candidate; with t+1 members every
@@ -141,6 +193,8 @@ def _check_agreement(values: Mapping[tuple[int, ...], np.ndarray], slot_std: flo
         if without and all(agree[(a, b)] for a in without for b in without):
             suspects.append(p)
     if len(suspects) == 1:
+        if robust:
+            return suspects[0]
         raise InconsistentShareError(
             f"member {suspects[0]}'s shares disagree with the other members beyond the noise bound "
             f"({bound:.3g}): it holds a wrong key share, altered its share, or misbehaves", suspects[0])
@@ -222,11 +276,12 @@ class Committee:
         return f"Committee({self.context!r})"
 
 
-def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[DecryptionShare | bytes]) -> np.ndarray:
+def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[DecryptionShare | bytes], *,
+                     robust: bool = False) -> Any:
     """The decrypted values of an enrolled round: Σc0 + Σ shares, decoded and cross-checked.
 
     ``c0_sum`` is the server's (count, L, N) sum; it must be the one whose digest the
-    request (which every member approved) names.
+    request (which every member approved) names. ``robust``: see :func:`combine_phase`.
     """
     from .enrolled import c0_digest
     from .hazmat.noise import EnrolledNoiseModel
@@ -246,4 +301,4 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
     model = EnrolledNoiseModel(params, context.statistical_bits)
     return combine_phase(request, c0, shares, length,
                          lambda sigma: model.slot_std(sigma, context.threshold, dense=layout.dense),
-                         packing=layout.packing)
+                         packing=layout.packing, robust=robust)
