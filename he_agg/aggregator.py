@@ -34,7 +34,7 @@ from .errors import (
 from .hazmat.wire.envelope import Kind
 from .hazmat.wire.tenseal import ResidueView
 from .packing import Layout, PackingMismatchError, check_layout, unflatten, weighted_mean
-from .requests import Contribution, DecryptionRequest, DecryptionShare, EnrolledRequest, check_round_id
+from .requests import Contribution, DecryptionRequest, DecryptionShare, EnrolledRequest, check_min_clients, check_round_id
 
 __all__ = ["AggregateResult", "Aggregator", "EnrolledAggregator"]
 
@@ -74,8 +74,7 @@ class Aggregator:
             raise AggregationError("crash-safe rounds (state_dir=) are implemented for enrolled committees only; "
                                    "a public-key round lives in memory")
         check_round_id(round_id)
-        if type(min_clients) is not int or min_clients < 1:
-            raise ValueError("min_clients must be an integer >= 1")
+        check_min_clients(min_clients)
         self.context = context
         self.round_id = round_id
         self.min_clients = min_clients
@@ -245,8 +244,7 @@ class EnrolledAggregator:
         round in it is resumed (its epoch, round and minimum must match)."""
         check_round_id(round_id)
         check_round_id(epoch)
-        if type(min_clients) is not int or min_clients < 1:
-            raise ValueError("min_clients must be an integer >= 1")
+        check_min_clients(min_clients)
         self.context = context
         self.round_id = round_id
         self.epoch = epoch

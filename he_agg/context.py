@@ -29,7 +29,20 @@ MAX_PARTIES = MAX_MEMBERS
 _DOMAIN = b"he_agg.committee.v2\0"
 
 
-class PublicContext:
+class _ByCommitteeId:
+    """Contexts are equal exactly when their committee ids are (the id binds everything else)."""
+
+    __slots__ = ()
+    committee_id: bytes
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.committee_id == self.committee_id
+
+    def __hash__(self) -> int:
+        return hash(self.committee_id)
+
+
+class PublicContext(_ByCommitteeId):
     """Parameters, collective public key (pk0, pk1), roster and the committee's (n, t, c) settings.
 
     ``roster``: the n members' Ed25519 verify keys (member i at index i).
@@ -144,12 +157,6 @@ class PublicContext:
             raise ParameterMismatchError(f"{what}: committee id does not match the key and settings")
         return context
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PublicContext) and other.committee_id == self.committee_id
-
-    def __hash__(self) -> int:
-        return hash(self.committee_id)
-
     def __repr__(self) -> str:
         return (f"PublicContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee {self.committee_id[:6].hex()}…, "
                 f"{self.params.describe()})")
@@ -181,7 +188,7 @@ def _roster_from_meta(meta: Any, what: str) -> tuple[bytes, ...]:
 _ENROLLED_DOMAIN = b"he_agg.enrolled-committee.v1\0"
 
 
-class EnrolledContext:
+class EnrolledContext(_ByCommitteeId):
     """The public description of an enrolled-client committee: what clients and the server need.
 
     No collective public key exists: each client encrypts under its own secret, which it
@@ -246,12 +253,6 @@ class EnrolledContext:
         if context.committee_id != meta.hexbytes("committee", 32):
             raise ParameterMismatchError(f"{what}: committee id does not match its settings")
         return context
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EnrolledContext) and other.committee_id == self.committee_id
-
-    def __hash__(self) -> int:
-        return hash(self.committee_id)
 
     def __repr__(self) -> str:
         return (f"EnrolledContext({self.threshold}-of-{self.parties}, c={self.colluders}, committee "

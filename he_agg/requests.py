@@ -26,7 +26,7 @@ from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
 __all__ = ["Contribution", "DecryptionRequest", "DecryptionShare", "EnrolledRequest", "canonical_active_set",
-           "canonical_active_sets", "check_client_id", "check_round_id"]
+           "canonical_active_sets", "check_client_id", "check_min_clients", "check_round_id"]
 
 _REQUEST_DOMAIN = b"he_agg.request.v2\0"
 MAX_CLIENT_ID = 256
@@ -45,6 +45,13 @@ def check_round_id(round_id: object) -> int:
     if type(round_id) is not int or round_id < 0:
         raise ValueError("round_id must be a non-negative integer")
     return round_id
+
+
+def check_min_clients(min_clients: object) -> int:
+    """A minimum contributor count: an integer ≥ 1 (bool excluded)."""
+    if type(min_clients) is not int or min_clients < 1:
+        raise ValueError("min_clients must be an integer >= 1")
+    return min_clients
 
 
 def canonical_active_set(active: Iterable[int], context: PublicContext) -> tuple[int, ...]:
