@@ -287,11 +287,10 @@ class EnrolledAggregator:
         if self._request is not None:
             raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
         if self._accumulator is None:
-            if isinstance(upload, EnrolledUpload):
-                layout = upload.layout
-            else:
-                _, layout, _, _ = open_upload(upload, self.context.params, self.context.committee_id,
-                                              verify_key=None, epoch=self.epoch, round_id=self.round_id, check=False)
+            if not isinstance(upload, EnrolledUpload):  # opened once: the accumulator takes it as is
+                upload = open_upload(upload, self.context.params, self.context.committee_id,
+                                     verify_key=None, epoch=self.epoch, round_id=self.round_id, check=False)
+            layout = upload.layout
             if self.layout is not None:
                 check_layout(layout, self.layout)
             self._accumulator = C0Accumulator(self.context.params, layout.length, committee_id=self.context.committee_id,

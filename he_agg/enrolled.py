@@ -22,7 +22,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 import numpy as np
@@ -76,6 +76,7 @@ __all__ = [
     "encrypt_enrolled_slots",
     "enrolled_upload",
     "key_lookup",
+    "OpenedUpload",
     "open_upload",
     "secret_ntt",
 ]
@@ -417,9 +418,19 @@ class EnrolledUpload:
                 f"{self.layout.values} values, {self.c0.shape[0]} ciphertexts)")
 
 
+class OpenedUpload(NamedTuple):
+    """An upload's envelope, meta and ticket validated by :func:`open_upload` (residues
+    left to the summing kernel when opened with ``check=False``)."""
+
+    ticket: Ticket
+    layout: Layout
+    c0: np.ndarray | packed_wire.PackedView
+    residues_hash: bytes
+
+
 def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
                 epoch: int | None = None, round_id: int | None = None,
-                check: bool = True) -> tuple[Ticket, Layout, np.ndarray | packed_wire.PackedView, bytes]:
+                check: bool = True) -> OpenedUpload:
     """Validate an upload's envelope, meta and ticket; view its residues without copying.
 
     Returns (ticket, layout, c0 view (count, L, N), hash of the residue words). A packed
@@ -462,7 +473,7 @@ def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key
             c0 = c0.residues(params, who)[:, 0]
         else:
             seal_wire.check_residues(c0, params.data_moduli, who)
-    return ticket, layout, c0, residues_hash
+    return OpenedUpload(ticket, layout, c0, residues_hash)
 
 
 def _hex(text: str, what: str) -> str:
@@ -521,10 +532,14 @@ class C0Accumulator:
     def __len__(self) -> int:
         return len(self._tickets)
 
-    def add(self, upload: EnrolledUpload | bytes | bytearray | memoryview) -> Ticket:
-        """Validate one upload and add its c0 to the sum; returns its ticket."""
-        if isinstance(upload, EnrolledUpload):
-            if upload.params != self.params:
+    def add(self, upload: EnrolledUpload | OpenedUpload | bytes | bytearray | memoryview) -> Ticket:
+        """Validate one upload and add its c0 to the sum; returns its ticket.
+
+        An :class:`OpenedUpload` (bytes already opened for this round's parameters, e.g. to
+        learn the first upload's layout) is not parsed again; its ticket is checked again.
+        """
+        if isinstance(upload, (EnrolledUpload, OpenedUpload)):
+            if isinstance(upload, EnrolledUpload) and upload.params != self.params:
                 raise ParameterMismatchError("the upload was made under other parameters")
             ticket, layout, c0 = upload.ticket, upload.layout, upload.c0
             self._check_ticket(ticket)

@@ -221,3 +221,20 @@ def test_exports_and_docstring() -> None:
     doc = he_agg.__doc__ or ""
     assert doc.index("EnrolledCommittee.generate") < doc.index("Committee.dealer_free")  # enrolled mode first
     assert math.log2(he_agg.ENROLLED.scale) == 94
+
+
+def test_each_upload_is_opened_and_hashed_once(committee: he_agg.EnrolledCommittee,
+                                               clients: list[he_agg.EnrolledClient],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server reads every upload's body once with the hash (the first upload too, whose
+    layout sizes the round): hashing is the largest cost of a server round."""
+    from he_agg.hazmat.wire import envelope
+
+    blobs = [client.encrypt(np.full(300, 0.25), round_id=31) for client in clients[:3]]
+    hashed: list[int] = []
+    real = envelope.body_hash
+    monkeypatch.setattr(envelope, "body_hash", lambda body: hashed.append(len(body)) or real(body))
+    agg = he_agg.Aggregator(committee.public_context, round_id=31)
+    for blob in blobs:
+        agg.add(blob)
+    assert len(hashed) == 3 and agg.contributors == tuple(c.client_id for c in clients[:3])

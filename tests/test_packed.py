@@ -377,3 +377,46 @@ def test_packed_enrolled_refusals(setup: dict) -> None:  # type: ignore[type-arg
     assert np.array_equal(acc.sum, before)
     acc.add(good)
     assert acc.contributors == ("c0", "c1")
+
+
+# -- row-wise kernels over threads -----------------------------------------------------------------
+
+
+@pytest.fixture
+def rows_threaded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every row-wise kernel (NTT, pointwise, CRT), however small, split over threads."""
+    if "native" not in BACKENDS:
+        pytest.skip("threads split the native kernels only")
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ROW_WORDS", 0)
+    with kernels.use_backend("native"):
+        yield
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 9), threads=st.integers(2, 5), broadcast=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_threaded_row_kernels_are_bit_identical(rows_threaded: None, rows: int, threads: int, broadcast: bool,
+                                                seed: int) -> None:
+    """Split by rows over any thread count, NTT / INTT / mul / muladd / add / CRT give the
+    single-threaded bits, with same-shape or broadcast (nmod, n) operands."""
+    moduli = (1152921504606683137, 1152921504606748673)  # NTT-friendly for n = 256 (1 mod 2^17)
+    rng = np.random.default_rng(seed)
+    a = residues(rng, (rows, 2, 256), moduli)
+    b = residues(rng, (2, 256) if broadcast else (rows, 2, 256), moduli)
+    c = residues(rng, (rows, 2, 256), moduli)
+
+    def run_all() -> list[np.ndarray]:
+        fwd, inv = a.copy(), a.copy()
+        kernels.ntt_forward(fwd, moduli)
+        kernels.ntt_inverse(inv, moduli)
+        outs = [np.empty_like(a) for _ in range(3)]
+        kernels.mul(outs[0], a, b, moduli)
+        kernels.muladd(outs[1], a, b, c, moduli)
+        kernels.add(outs[2], a, b, moduli)
+        return [fwd, inv, *outs, kernels.crt_to_double(a, moduli, 2.0**70)]
+
+    with kernels.use_threads(1):
+        single = run_all()
+    with kernels.use_threads(threads):
+        many = run_all()
+    for x, y in zip(single, many):
+        assert np.array_equal(x, y)

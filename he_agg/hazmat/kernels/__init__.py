@@ -607,6 +607,42 @@ def _sliced(
     return _canonical(faults, len(bufs))
 
 
+#: Words (rows × primes × n) below which a row-wise kernel runs on the calling thread alone.
+PARALLEL_MIN_ROW_WORDS = 1 << 17
+
+
+def _by_rows(run: Callable[..., Any], rows: int, row_words: int, *arrays: np.ndarray) -> None:
+    """Call ``run(*arrays)`` split into contiguous row ranges over the summing threads.
+
+    Row-wise kernels (NTT, pointwise ops, CRT) treat every leading row independently, so a
+    split gives the same bits as one call. An array whose leading axis is not ``rows`` (a
+    broadcast operand) is passed whole to every slice. The C core releases the GIL.
+    """
+    parts = min(thread_count(), rows)
+    if active_backend() != "native" or parts < 2 or rows * row_words < PARALLEL_MIN_ROW_WORDS:
+        run(*arrays)
+        return
+    ranges = _slices(rows, parts)
+
+    def piece(lo: int, hi: int) -> list[np.ndarray]:
+        return [x[lo:hi] if x.shape[0] == rows else x for x in arrays]
+
+    pool = _executor(parts - 1)
+    futures = [pool.submit(run, *piece(lo, hi)) for lo, hi in ranges[1:]]
+    error: BaseException | None = None
+    try:
+        run(*piece(*ranges[0]))
+    except BaseException as exc:  # noqa: BLE001 -- wait for every slice before raising
+        error = exc
+    for future in futures:
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001
+            error = error or exc
+    if error is not None:
+        raise error
+
+
 # -- NTT ---------------------------------------------------------------------------------
 
 
@@ -615,7 +651,7 @@ def ntt_forward(data: np.ndarray, moduli: ModuliLike) -> None:
     mods = _moduli(moduli)
     d3 = _residues("data", data, mods, writable=True)
     tables.ntt_tables(mods, d3.shape[-1])  # ParameterError if a prime is not 1 mod 2n
-    _impl().ntt_forward(d3, mods)
+    _by_rows(lambda x: _impl().ntt_forward(x, mods), d3.shape[0], d3[0].size, d3)
 
 
 def ntt_inverse(data: np.ndarray, moduli: ModuliLike) -> None:
@@ -623,7 +659,7 @@ def ntt_inverse(data: np.ndarray, moduli: ModuliLike) -> None:
     mods = _moduli(moduli)
     d3 = _residues("data", data, mods, writable=True)
     tables.ntt_tables(mods, d3.shape[-1])
-    _impl().ntt_inverse(d3, mods)
+    _by_rows(lambda x: _impl().ntt_inverse(x, mods), d3.shape[0], d3[0].size, d3)
 
 
 # -- pointwise ---------------------------------------------------------------------------
@@ -633,7 +669,8 @@ def mul(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> No
     """out = a * b mod q; b may be (nmod, n), broadcast over the rows of a."""
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
-    _impl().mul(out3, a3, _operand("b", b, out, mods), mods)
+    b3 = _operand("b", b, out, mods)
+    _by_rows(lambda o, x, y: _impl().mul(o, x, y, mods), out3.shape[0], out3[0].size, out3, a3, b3)
 
 
 def muladd(
@@ -643,14 +680,15 @@ def muladd(
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
     b3, c3 = _operand("b", b, out, mods), _operand("c", c, out, mods)
-    _impl().muladd(out3, a3, b3, c3, mods)
+    _by_rows(lambda o, x, y, z: _impl().muladd(o, x, y, z, mods), out3.shape[0], out3[0].size, out3, a3, b3, c3)
 
 
 def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> None:
     """out = a + b mod q; b may be (nmod, n), broadcast."""
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
-    _impl().add(out3, a3, _operand("b", b, out, mods), mods)
+    b3 = _operand("b", b, out, mods)
+    _by_rows(lambda o, x, y: _impl().add(o, x, y, mods), out3.shape[0], out3[0].size, out3, a3, b3)
 
 
 def sub(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> None:
@@ -770,5 +808,6 @@ def crt_to_double(data: np.ndarray, moduli: ModuliLike, scale: float) -> np.ndar
     d3 = _residues("data", data, mods)
     radix = crt_radix(mods, scale)
     out = np.empty(data.shape[:-2] + (data.shape[-1],), dtype=np.float64)
-    _impl().crt_to_double(out.reshape(-1, data.shape[-1]), d3, mods, radix)
+    _by_rows(lambda o, x: _impl().crt_to_double(o, x, mods, radix), d3.shape[0], d3[0].size,
+             out.reshape(-1, data.shape[-1]), d3)
     return out
