@@ -53,7 +53,8 @@ from .params import AGGREGATION, ENROLLED
 from .quorum import QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, EnrolledRequest
 
-__all__ = ["MODES", "STORIES", "add_arguments", "check_committee", "open_session", "plot", "render", "run"]
+__all__ = ["MODES", "STORIES", "add_arguments", "check_committee", "open_session", "plot", "render", "run",
+           "split_rows"]
 
 MODES = ("enrolled", "public-key")
 #: The stories `he-agg demo` tells: FedAvg and a statistics query (default), the survival registry query.
@@ -95,11 +96,19 @@ def _load_partitions(hospitals: int, seed: int) -> tuple[list[tuple[np.ndarray, 
     data = load_breast_cancer()
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x_train))
-    cuts = np.sort(rng.choice(np.arange(10, len(x_train) - 10), hospitals - 1, replace=False))
-    parts = [(x_train[idx], y_train[idx]) for idx in np.split(order, cuts)]
+    parts = [(x_train[idx], y_train[idx]) for idx in split_rows(len(x_train), hospitals, seed, margin=10)]
     return parts, x_test, y_test, list(data.feature_names)
+
+
+def split_rows(count: int, parts: int, seed: int, margin: int) -> list[np.ndarray]:
+    """Row indices 0…count−1 split at random into ``parts`` non-empty sites, the first and last
+    holding at least ``margin`` rows. Plaintext demo data only: the seed never touches keys."""
+    if parts < 1 or parts - 1 > count - 2 * margin:
+        raise UsageError(f"cannot split {count} rows into {parts} sites")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(count)
+    cuts = np.sort(rng.choice(np.arange(margin, count - margin), parts - 1, replace=False))
+    return np.split(order, cuts)
 
 
 # -- public-key mode -----------------------------------------------------------------------

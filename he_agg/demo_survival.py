@@ -85,14 +85,11 @@ def _load(dataset: Dataset) -> Any:
 
 def _split(frame: Any, dataset: Dataset, sites: int, seed: int) -> list[Site]:
     """Rows split at random across the sites (the seed drives the split only, never keys)."""
-    if sites * 2 > len(frame):
-        raise UsageError(f"{dataset.name} has {len(frame)} rows: at most {len(frame) // 2} sites")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(frame))
-    cuts = np.sort(rng.choice(np.arange(2, len(frame) - 1, 2), sites - 1, replace=False))
+    from .demo import split_rows
+
     labels = np.array([dataset.labels[g] for g in frame[dataset.group]], dtype=object)
     times, events = frame[dataset.time].to_numpy(float), frame[dataset.event].to_numpy(float)
-    return [Site(times[i], events[i], labels[i]) for i in np.split(order, cuts)]
+    return [Site(times[i], events[i], labels[i]) for i in split_rows(len(frame), sites, seed, margin=2)]
 
 
 def release(session: Any, encodings: list[np.ndarray], round_id: int, timer: Any,
