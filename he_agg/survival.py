@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DecodeError, PackingError
-from .stats import _aggregate, _grid, _records, round_counts
+from .stats import _aggregate, _bound, _grid, _records, round_counts
 
 __all__ = [
     "Incidence",
@@ -68,7 +68,8 @@ class TimeGrid:
     @classmethod
     def regular(cls, width: float, horizon: float) -> TimeGrid:
         """Intervals of ``width`` up to ``horizon``: ends width, 2·width, …, horizon."""
-        if not (math.isfinite(width) and math.isfinite(horizon) and 0 < width <= horizon):
+        width, horizon = _bound("width", width), _bound("horizon", horizon)
+        if not 0 < width <= horizon:
             raise PackingError(f"need 0 < width <= horizon, got width={width!r}, horizon={horizon!r}")
         count = math.ceil(horizon / width - 1e-9)
         return cls(tuple(min(width * (k + 1), horizon) for k in range(count)))

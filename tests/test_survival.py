@@ -220,6 +220,17 @@ def test_bad_grids_groups_and_aggregates_are_refused() -> None:
     assert all(issubclass(e, HeAggError) for e in (PackingError, DecodeError))
 
 
+def test_an_empty_site_encodes_zeros_and_bad_types_are_refused() -> None:
+    counts = SurvivalCounts(ROSSI_GRID, GROUPS)
+    np.testing.assert_array_equal(counts.encode([], [], []), np.zeros(counts.length))
+    with pytest.raises(PackingError, match="one-dimensional"):
+        counts.encode([3.0], [1], "no aid")
+    with pytest.raises(PackingError, match="number"):
+        TimeGrid.regular("1", 52.0)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="noise_std"):
+        counts.decode(np.zeros(counts.length), noise_std=float("nan"))
+
+
 def test_regular_grid_ends_at_the_horizon() -> None:
     assert TimeGrid.regular(1.0, 52.0).ends == tuple(float(w) for w in range(1, 53))
     assert TimeGrid.regular(5.0, 12.0).ends == (5.0, 10.0, 12.0)
