@@ -23,6 +23,9 @@ story after dealer-free key generation (three rounds of signed messages); there 
 recompute the aggregate from the submissions before approving.
 
 Data: the Wisconsin breast-cancer dataset shipped with scikit-learn (569 patients).
+
+``he-agg demo survival`` runs the federated registry query instead (see
+:mod:`he_agg.demo_survival`): pooled Kaplan–Meier curves, incidence and a log-rank test.
 """
 
 from __future__ import annotations
@@ -50,21 +53,30 @@ from .params import AGGREGATION, ENROLLED
 from .quorum import QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, EnrolledRequest
 
-__all__ = ["MODES", "add_arguments", "run"]
+__all__ = ["MODES", "STORIES", "add_arguments", "check_committee", "open_session", "plot", "render", "run",
+           "split_rows"]
 
 MODES = ("enrolled", "public-key")
+#: The stories `he-agg demo` tells: FedAvg and a statistics query (default), the survival registry query.
+STORIES = ("fedavg", "survival")
 EPOCH = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("story", nargs="?", choices=STORIES, default=STORIES[0],
+                        help="fedavg (default): FedAvg and a statistics query on breast-cancer data; "
+                             "survival: pooled Kaplan–Meier, incidence and log-rank across registry sites")
     parser.add_argument("--mode", choices=MODES, default="enrolled",
                         help="enrolled clients (default) or public-key mode for unmodified TenSEAL clients")
-    parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals (default 10)")
+    parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals / sites (default 10)")
     parser.add_argument("--rounds", type=int, default=6, help="federated training rounds (default 6)")
     parser.add_argument("--local-epochs", type=int, default=20, help="gradient steps per hospital per round")
     parser.add_argument("--parties", type=int, default=5, help="committee size n (default 5)")
     parser.add_argument("--threshold", type=int, default=3, help="committee threshold t (default 3)")
     parser.add_argument("--seed", type=int, default=7, help="seed for the data split only (never for keys)")
+    from . import demo_survival
+
+    demo_survival.add_arguments(parser)
 
 
 @dataclass
@@ -84,11 +96,19 @@ def _load_partitions(hospitals: int, seed: int) -> tuple[list[tuple[np.ndarray, 
     data = load_breast_cancer()
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x_train))
-    cuts = np.sort(rng.choice(np.arange(10, len(x_train) - 10), hospitals - 1, replace=False))
-    parts = [(x_train[idx], y_train[idx]) for idx in np.split(order, cuts)]
+    parts = [(x_train[idx], y_train[idx]) for idx in split_rows(len(x_train), hospitals, seed, margin=10)]
     return parts, x_test, y_test, list(data.feature_names)
+
+
+def split_rows(count: int, parts: int, seed: int, margin: int) -> list[np.ndarray]:
+    """Row indices 0…count−1 split at random into ``parts`` non-empty sites, the first and last
+    holding at least ``margin`` rows. Plaintext demo data only: the seed never touches keys."""
+    if parts < 1 or parts - 1 > count - 2 * margin:
+        raise UsageError(f"cannot split {count} rows into {parts} sites")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(count)
+    cuts = np.sort(rng.choice(np.arange(margin, count - margin), parts - 1, replace=False))
+    return np.split(order, cuts)
 
 
 # -- public-key mode -----------------------------------------------------------------------
@@ -250,8 +270,15 @@ def _accuracy(model: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> flo
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the demo; returns every number it reports (``--json`` prints this)."""
+    """Run the demo story; returns every number it reports (``--json`` prints this)."""
     from .bench import common
+
+    if getattr(args, "story", STORIES[0]) == "survival":
+        from . import demo_survival
+
+        return demo_survival.run(args)
+    if getattr(args, "plot", None) is not None:
+        raise UsageError("--plot draws the pooled survival curves: use it with `he-agg demo survival`")
 
     steps = args.rounds + 3
     with common.make_progress(common.progress_wanted(args.json)) as bar:
@@ -264,21 +291,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _run(args, step)
 
 
-def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
-    if not 2 <= args.threshold <= args.parties <= MAX_MEMBERS or args.hospitals < 3 or args.rounds < 1:
-        raise UsageError(f"the demo needs 2 <= --threshold <= --parties <= {MAX_MEMBERS}, --hospitals >= 3 "
+def check_committee(args: argparse.Namespace, min_sites: int = 3) -> None:
+    """Refuse (UsageError) a committee or site count the demo cannot run."""
+    if not 2 <= args.threshold <= args.parties <= MAX_MEMBERS or args.hospitals < min_sites or args.rounds < 1:
+        raise UsageError(f"the demo needs 2 <= --threshold <= --parties <= {MAX_MEMBERS}, --hospitals >= {min_sites} "
                          "and --rounds >= 1")
+
+
+def open_session(mode: str, parties: int, threshold: int, clients: int, timer: _Timer) -> _EnrolledRounds | _PublicKeyRounds:
+    """The committee and its clients, ready for rounds: enrollment (enrolled mode) or
+    dealer-free key generation (public-key mode), timed as the setup phase."""
+    kind = _EnrolledRounds if mode == "enrolled" else _PublicKeyRounds
+    start = time.perf_counter()
+    session = kind(parties, threshold, clients)
+    timer.add(kind.setup_phase, time.perf_counter() - start)
+    return session
+
+
+def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
+    check_committee(args)
     timer = _Timer()
     parts, x_test, y_test, names = _load_partitions(args.hospitals, args.seed)
     features = x_test.shape[1]
     report: dict[str, Any] = {"mode": args.mode, "hospitals": args.hospitals, "patients": [len(y) for _, y in parts],
                               "committee": f"{args.threshold}-of-{args.parties}", "rounds": []}
 
-    kind = _EnrolledRounds if args.mode == "enrolled" else _PublicKeyRounds
     step("client enrollment" if args.mode == "enrolled" else "dealer-free key generation")
-    start = time.perf_counter()
-    session = kind(args.parties, args.threshold, args.hospitals)
-    timer.add(kind.setup_phase, time.perf_counter() - start)
+    session = open_session(args.mode, args.parties, args.threshold, args.hospitals, timer)
     if args.mode == "enrolled":
         report["enrollment_message_bytes"] = session.setup_bytes
     else:
@@ -333,14 +372,26 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     }
     report["seconds_per_phase"] = timer.phases
     report["decryption_budget_used"] = session.budget_used()
-    report["decryption_budget_unit"] = kind.budget_unit
+    report["decryption_budget_unit"] = session.budget_unit
     return report
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Save the story's chart (the survival story's pooled curves) as a PNG."""
+    from . import demo_survival
+
+    demo_survival.plot(report, path)
 
 
 def render(report: dict[str, Any]) -> Any:
     """A human-readable account of the report (a rich renderable)."""
     from rich.console import Group
     from rich.table import Table
+
+    if report.get("story") == "survival":
+        from . import demo_survival
+
+        return demo_survival.render(report)
 
     if report["mode"] == "enrolled":
         setup = (f"{report['committee']} in enrolled-client mode (each hospital enrolled once: a dealing to "
