@@ -341,3 +341,23 @@ def test_public_key_mode_dp_release(packing: str) -> None:
         committee[0].approve(he_agg.requests.DecryptionRequest(ctx, 1, request.aggregate, request.contributions,
                                                                 request.layout, dp=DPSpec(0.1, clip_l2=1.0)),
                              contributions=agg.contributions)
+
+
+# -- DP-FedAvg in the demo -----------------------------------------------------------------------
+
+
+def test_demo_dp_fedavg_spends_its_budget_over_the_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from he_agg import cli
+
+    assert cli.main(["demo", "--json", "--dp", "3", "--rounds", "2", "--hospitals", "4", "--local-epochs", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rounds = report["rounds"]
+    z = report["dp"]["noise_multiplier"]
+    assert z == pytest.approx(noise_multiplier_for(3.0, 1e-5, releases=2))
+    for r, row in enumerate(rounds, 1):  # member 0's accountant: exactly dp-accounting's for r releases
+        assert row["epsilon_spent"] == pytest.approx(epsilon_spent([z] * r, 1e-5), rel=1e-12)
+    assert rounds[-1]["epsilon_spent"] <= 3.0
+    assert rounds[-1]["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)
+    assert all(0.0 <= row["encrypted_accuracy"] <= 1.0 for row in rounds)
