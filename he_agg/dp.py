@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -408,7 +408,3 @@ def released(values: Any, request: Any) -> DPRelease:
     sets = len(request.active_sets)
     return DPRelease(values, statement.epsilon(sets), statement.spec.delta,
                      release_std(statement, request.context, sets), statement.sigma, faulty)
-
-
-def spec_dict(spec: DPSpec) -> dict[str, Any]:
-    return asdict(spec)

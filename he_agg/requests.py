@@ -107,7 +107,8 @@ def _dp_meta(statement: Any) -> dict[str, Any]:
     return {} if statement is None else {"dp": statement.to_json()}
 
 
-def _dp_raw(meta: Meta, layout: Any) -> Any:
+def _dp_raw(meta: Meta) -> Any:
+    """The request meta's raw DP statement, or None (validated by the request's constructor)."""
     return meta.raw("dp") if meta.has("dp") else None
 
 
@@ -186,7 +187,7 @@ class DecryptionRequest:
             raise FormatError(f"{what}: active must be a list of member lists")
         try:
             return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout, raw_sets,
-                       _dp_raw(meta, layout))
+                       _dp_raw(meta))
         except ValueError as exc:
             raise FormatError(f"{what}: {exc}") from None
 
@@ -369,7 +370,7 @@ class EnrolledRequest:
         try:
             return cls(context, meta.integer("epoch"), meta.integer("round"), tickets, layout,
                        meta.integer("count", 1, 1 << 20), meta.hexbytes("aggregate", 32), raw_sets,
-                       _dp_raw(meta, layout))
+                       _dp_raw(meta))
         except ValueError as exc:
             raise FormatError(f"{what}: {exc}") from None
 

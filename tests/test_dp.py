@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import dp_accounting
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import he_agg
 from he_agg import stats
@@ -361,3 +363,42 @@ def test_demo_dp_fedavg_spends_its_budget_over_the_rounds(capsys: pytest.Capture
     assert rounds[-1]["epsilon_spent"] <= 3.0
     assert rounds[-1]["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)
     assert all(0.0 <= row["encrypted_accuracy"] <= 1.0 for row in rounds)
+
+
+# -- laws ------------------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(t=st.integers(2, 7), data=st.data(), sigma=st.floats(1e-3, 1e3), dense=st.booleans())
+def test_honest_parts_carry_exactly_sigma_squared(t: int, data: Any, sigma: float, dense: bool) -> None:
+    """(t − c) parts of σ_c, mapped to a value (×1/Δ dense, ×√(N/2)/Δ slots), give variance σ²."""
+    from types import SimpleNamespace
+
+    c = data.draw(st.integers(0, t - 1))
+    params = he_agg.ENROLLED
+    context = SimpleNamespace(params=params, threshold=t, colluders=c)
+    statement = DPSpec(sigma, sensitivity=1.0).statement(_layout())
+    sigma_c = coefficient_sigma(statement, context, dense=dense)  # type: ignore[arg-type]
+    spread = 1.0 if dense else params.n / 2.0
+    assert (t - c) * sigma_c**2 * spread / params.scale**2 == pytest.approx(sigma**2, rel=1e-12)
+
+
+def _layout() -> Any:
+    from he_agg.packing import flatten
+
+    return flatten(np.zeros(4))[1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.sampled_from([0.5, 0.8, 1.0, 2.0, 5.0]), min_size=1, max_size=12))
+def test_accountant_is_dp_accountings_composition(multipliers: list[float]) -> None:
+    accountant = dp_accounting.rdp.RdpAccountant()
+    for z in multipliers:
+        accountant.compose(dp_accounting.GaussianDpEvent(z))
+    assert epsilon_spent(multipliers, 1e-6) == pytest.approx(accountant.get_epsilon(1e-6), rel=1e-12)
+
+
+def test_key_share_file_keeps_its_dp_policy(tmp_path: Path) -> None:
+    committee = Committee.generate(3, 2, policy=Policy(dp=WIDE))
+    committee[0].save(tmp_path / "k0", insecure_plaintext=True)
+    loaded = he_agg.KeyShare.load(tmp_path / "k0", committee.public_context)
+    assert loaded.policy.dp == WIDE and loaded.dp_budget() == committee[0].dp_budget()
