@@ -402,3 +402,53 @@ def test_key_share_file_keeps_its_dp_policy(tmp_path: Path) -> None:
     committee[0].save(tmp_path / "k0", insecure_plaintext=True)
     loaded = he_agg.KeyShare.load(tmp_path / "k0", committee.public_context)
     assert loaded.policy.dp == WIDE and loaded.dp_budget() == committee[0].dp_budget()
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(["mechanism", "sigma", "sensitivity", "noise_multiplier", "delta", "bounds", "extra"]),
+       value=_JSON)
+def test_mangled_dp_statements_raise_only_he_agg_errors(committee: EnrolledCommittee, clients: list[Any], field: str,
+                                                        value: Any) -> None:
+    """A request whose DP statement a relay edited parses to the same statement or raises a he_agg error."""
+    from he_agg.errors import HeAggError
+
+    global _FUZZ_REQUEST
+    if _FUZZ_REQUEST is None:
+        _FUZZ_REQUEST = _round(committee, clients, [np.zeros(4) for _ in clients], 80, spec=DPSpec(1.0, clip_l2=1.0),
+                               clip_l2=1.0)[1]
+    request = _FUZZ_REQUEST
+    assert request.dp is not None
+    statement = request.dp.to_json()
+    statement[field] = value
+    try:
+        parsed = EnrolledRequest(committee.public_context, request.epoch, request.round_id, request.tickets,
+                                 request.layout, request.count, request.aggregate_digest, request.active_sets,
+                                 dp=statement)
+    except HeAggError:
+        return
+    assert parsed.dp == request.dp  # accepted only when it says exactly what its bounds give
+
+
+_FUZZ_REQUEST: Any = None
+
+
+def test_several_active_sets_agree_within_the_dp_noise(committee: EnrolledCommittee, clients: list[Any]) -> None:
+    """Cross-checked sets each carry their own DP noise: the agreement check allows for it, the
+    mean over k sets has std σ·√(t/(t−c)/k), and each set is one release (ε of k compositions)."""
+    from he_agg.committee import verification_sets
+
+    sets = verification_sets([0, 1, 2, 3], 3)
+    agg, request = _round(committee, clients, [np.zeros(8192) for _ in clients], 90, spec=DPSpec(1.0, clip_l2=1.0),
+                          clip_l2=1.0, active_sets=sets)
+    released = np.asarray(agg.finalize(committee.shares(request)))
+    result = agg.result
+    ctx = committee.public_context
+    assert result is not None
+    assert result.noise_std == pytest.approx(math.sqrt(ctx.threshold / (ctx.threshold - ctx.colluders) / len(sets)))
+    assert result.epsilon == pytest.approx(epsilon_spent([1.0] * len(sets), 1e-5))
+    assert _variance_ok(released, result.noise_std**2)
