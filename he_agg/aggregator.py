@@ -48,6 +48,9 @@ class AggregateResult:
     contributors: tuple[str, ...]
     slots: np.ndarray  # the decrypted slot vector (sum of weighted updates + weight slot)
     faulty: int | None = None  # finalize(robust=True): the member excluded as faulty, if any
+    epsilon: float | None = None  # a DP round (dp=): ε of this release at ``delta``
+    delta: float | None = None
+    noise_std: float | None = None  # a DP round: std of the DP noise per released slot
 
 
 class Aggregator:
@@ -69,7 +72,7 @@ class Aggregator:
         return super().__new__(cls)
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
-                 layout: Layout | None = None, retain: bool = True, state_dir: Any = None) -> None:
+                 layout: Layout | None = None, retain: bool = True, state_dir: Any = None, dp: Any = None) -> None:
         if state_dir is not None:
             raise AggregationError("crash-safe rounds (state_dir=) are implemented for enrolled committees only; "
                                    "a public-key round lives in memory")
@@ -80,6 +83,7 @@ class Aggregator:
         self.min_clients = min_clients
         self.layout = layout
         self._retain = retain
+        self.dp = dp  # a he_agg.dp.DPSpec: ask the committee for a DP release
         self._accumulator: CiphertextBatch | None = None
         self._contributions: dict[str, bytes] = {}
         self._retained: dict[str, Submission] = {}
@@ -178,7 +182,7 @@ class Aggregator:
             assert self._accumulator is not None and self.layout is not None
             contributions = [Contribution(k, v) for k, v in self._contributions.items()]
             self._request = DecryptionRequest(self.context, self.round_id, self._accumulator, contributions,
-                                              self.layout.to_json(), active_sets)
+                                              self.layout.to_json(), active_sets, dp=self.dp)
         return self._request
 
     def finalize(self, shares: Sequence[DecryptionShare | bytes], *, robust: bool = False) -> Any:
@@ -213,7 +217,11 @@ def _layout_text(layout: Layout) -> str:
 def _released(combined: Any, layout: Layout, contributors: tuple[str, ...]) -> AggregateResult:
     """:func:`_result` of a combine's output: plain values, or a robust (values, faulty) report."""
     from .committee import Combined
+    from .dp import DPRelease
 
+    if isinstance(combined, DPRelease):
+        return dataclasses.replace(_result(combined.values, layout, contributors), faulty=combined.faulty,
+                                   epsilon=combined.epsilon, delta=combined.delta, noise_std=combined.noise_std)
     if isinstance(combined, Combined):
         return dataclasses.replace(_result(combined.values, layout, contributors), faulty=combined.faulty)
     return _result(combined, layout, contributors)
@@ -239,9 +247,10 @@ class EnrolledAggregator:
 
     def __init__(self, context: Any, round_id: int, *, epoch: int = 0, min_clients: int = 3,
                  layout: Layout | None = None, client_keys: Any = None,
-                 state_dir: str | os.PathLike[str] | None = None) -> None:
+                 state_dir: str | os.PathLike[str] | None = None, dp: Any = None) -> None:
         """``state_dir``: keep the round crash-safe there (:mod:`he_agg.ledger`); an existing
-        round in it is resumed (its epoch, round and minimum must match)."""
+        round in it is resumed (its epoch, round and minimum must match). ``dp``: a
+        :class:`~he_agg.dp.DPSpec` to ask for a DP release (pass the same one to :meth:`open`)."""
         check_round_id(round_id)
         check_round_id(epoch)
         check_min_clients(min_clients)
@@ -251,6 +260,7 @@ class EnrolledAggregator:
         self.min_clients = min_clients
         self.layout = layout
         self._keys = client_keys
+        self.dp = dp
         self._accumulator: Any = None
         self._request: EnrolledRequest | None = None
         self._store: Any = None
@@ -259,7 +269,8 @@ class EnrolledAggregator:
             self._attach(state_dir, {"epoch": epoch, "round": round_id, "min_clients": min_clients})
 
     @classmethod
-    def open(cls, state_dir: str | os.PathLike[str], context: Any, *, client_keys: Any = None) -> "EnrolledAggregator":
+    def open(cls, state_dir: str | os.PathLike[str], context: Any, *, client_keys: Any = None,
+             dp: Any = None) -> "EnrolledAggregator":
         """Resume the round kept in ``state_dir`` (after a crash or a restart): every acknowledged
         upload counted once, an issued request reissued byte for byte."""
         from .ledger import RoundStore
@@ -268,7 +279,7 @@ class EnrolledAggregator:
         identity = store.identity
         store.close()
         return cls(context, int(identity["round"]), epoch=int(identity["epoch"]),
-                   min_clients=int(identity["min_clients"]), client_keys=client_keys, state_dir=state_dir)
+                   min_clients=int(identity["min_clients"]), client_keys=client_keys, state_dir=state_dir, dp=dp)
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -373,7 +384,7 @@ class EnrolledAggregator:
         digest = c0_digest(self.context.params, self.layout.length, body_hash(as_bytes(total)))
         tickets = {t.client_id: t.to_bytes() for t in acc.tickets}
         request = EnrolledRequest(self.context, self.epoch, self.round_id, tickets, self.layout.to_json(),
-                                  total.shape[0], digest, active_sets)
+                                  total.shape[0], digest, active_sets, dp=self.dp)
         if self._store is not None:  # durable before the request can leave: a restart reissues it
             self._store.close_round([list(a) for a in request.active_sets])
         self._request = request

@@ -29,6 +29,8 @@ import numpy as np
 
 from .ciphertext import Submission
 from .context import PublicContext
+from .dp import DPRelease, release_std
+from .dp import released as dp_released
 from .errors import InconsistentShareError, ShareBindingError, ThresholdError
 from .hazmat import kernels
 from .hazmat.decryption import decode_phase, phase
@@ -40,7 +42,7 @@ from .params import AGGREGATION, Params
 from .quorum import Approval, QuorumCertificate, quorum_size
 from .requests import DecryptionRequest, DecryptionShare
 
-__all__ = ["Combined", "Committee", "combine", "combine_enrolled", "combine_phase", "run_keygen", "verification_sets"]
+__all__ = ["Combined", "Committee", "DPRelease", "combine", "combine_enrolled", "combine_phase", "run_keygen", "verification_sets"]
 
 MAX_SETS = 64
 
@@ -68,7 +70,9 @@ def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes
     """The decrypted values (float64, ``request.aggregate.length``) from decryption shares.
 
     ``robust=True``: a :class:`Combined` (values, excluded member) instead of raising when
-    exactly one member is named faulty (see :func:`combine_phase`).
+    exactly one member is named faulty (see :func:`combine_phase`). A DP request
+    (``request.dp``) returns a :class:`~he_agg.dp.DPRelease` instead (values, ε, δ, noise
+    std per value, excluded member), robust or not.
     """
     c0 = np.ascontiguousarray(request.aggregate.data[:, 0])
     model = request.context.noise_model()
@@ -77,9 +81,20 @@ def combine(request: DecryptionRequest, shares: Sequence[DecryptionShare | bytes
         raise ShareBindingError(f"the request's aggregate has {request.aggregate.count} ciphertexts; its layout "
                                 f"({packing} packing) needs another count")
     dense = packing == "dense"
-    return combine_phase(request, c0, shares, request.aggregate.length,
-                         lambda sigma: model.slot_std(sigma, request.context.threshold, dense=dense), packing=packing,
-                         robust=robust)
+    out = combine_phase(request, c0, shares, request.aggregate.length,
+                        _with_dp(request, lambda sigma: model.slot_std(sigma, request.context.threshold, dense=dense)),
+                        packing=packing, robust=robust)
+    return out if request.dp is None else dp_released(out, request)
+
+
+def _with_dp(request: Any, slot_std: Callable[[float], float]) -> Callable[[float], float]:
+    """The per-value std one active set's decryption has: flooding, plus the DP noise of a DP request
+    (the agreement check between active sets must allow for it)."""
+    statement = getattr(request, "dp", None)
+    if statement is None:
+        return slot_std
+    dp_std = release_std(statement, request.context, 1)
+    return lambda sigma: math.hypot(slot_std(sigma), dp_std)
 
 
 def _decode_dense(ntt_phase: np.ndarray, params: Params) -> np.ndarray:
@@ -282,6 +297,8 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
 
     ``c0_sum`` is the server's (count, L, N) sum; it must be the one whose digest the
     request (which every member approved) names. ``robust``: see :func:`combine_phase`.
+    A DP request (``request.dp``) returns a :class:`~he_agg.dp.DPRelease` (values, ε, δ,
+    noise std per value, excluded member).
     """
     from .enrolled import c0_digest
     from .hazmat.noise import EnrolledNoiseModel
@@ -299,6 +316,7 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
     if c0_digest(params, length, body_hash(as_bytes(c0))) != request.aggregate_digest:
         raise ShareBindingError("this sum of c0 is not the one the request names")
     model = EnrolledNoiseModel(params, context.statistical_bits)
-    return combine_phase(request, c0, shares, length,
-                         lambda sigma: model.slot_std(sigma, context.threshold, dense=layout.dense),
-                         packing=layout.packing, robust=robust)
+    out = combine_phase(request, c0, shares, length,
+                        _with_dp(request, lambda sigma: model.slot_std(sigma, context.threshold, dense=layout.dense)),
+                        packing=layout.packing, robust=robust)
+    return out if request.dp is None else dp_released(out, request)

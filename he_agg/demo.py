@@ -16,6 +16,12 @@ Enrolled-client mode (the default, ``--mode enrolled``):
    tickets signed) and approves it, then the request's active set answers with decryption
    shares against that quorum certificate.
    Plaintext FedAvg runs on the same partitions beside it, for comparison.
+   With ``--dp EPS`` the training is DP-FedAvg instead: each hospital clips its model
+   update (local − global) to L2 norm ``--dp-clip``, the request asks for a Gaussian
+   release with the noise multiplier that keeps all rounds within (EPS, 1e-5), and each
+   member adds its part of the noise inside its decryption share and refuses past its
+   budget (he_agg.dp). The demo prints ε spent after each round (member 0's accountant)
+   and the accuracy against non-private FedAvg.
 4. A federated statistics query: mean, variance and histogram of one feature.
 
 Public-key mode (``--mode public-key``, for unmodified TenSEAL clients) runs the same
@@ -41,6 +47,7 @@ from . import stats
 from .aggregator import Aggregator
 from .committee import Committee
 from .client import encrypt
+from .dp import DPPolicy, DPSpec, noise_multiplier_for
 from .context import EnrolledContext, PublicContext
 from .enrolled import EnrolledClient
 from .errors import UsageError
@@ -74,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parties", type=int, default=5, help="committee size n (default 5)")
     parser.add_argument("--threshold", type=int, default=3, help="committee threshold t (default 3)")
     parser.add_argument("--seed", type=int, default=7, help="seed for the data split only (never for keys)")
+    parser.add_argument("--dp", type=float, default=None, metavar="EPS",
+                        help="differential privacy enforced by the committee: total budget ε (δ = 1e-5); "
+                             "fedavg trains with DP-FedAvg, survival releases noisy counts")
+    parser.add_argument("--dp-clip", type=float, default=1.0, metavar="C",
+                        help="DP-FedAvg: L2 clip of each hospital's model update (default 1.0)")
     from . import demo_survival
 
     demo_survival.add_arguments(parser)
@@ -120,18 +132,24 @@ class _PublicKeyRounds:
     setup_phase = "key generation"
     budget_unit = "shares"
 
-    def __init__(self, parties: int, threshold: int, hospitals: int) -> None:
+    def __init__(self, parties: int, threshold: int, hospitals: int, dp_policy: DPPolicy | None = None) -> None:
         self.hospitals = hospitals
-        self.committee, self.setup_bytes = _keygen(parties, threshold)
+        self.committee, self.setup_bytes = _keygen(parties, threshold, dp_policy)
+        self.last: Any = None
 
-    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None) -> tuple[Any, int]:
-        return _encrypted_round(self.committee, updates, round_id, timer, weights)
+    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None,
+              dp: DPSpec | None = None) -> tuple[Any, int]:
+        value, sent, self.last = _encrypted_round(self.committee, updates, round_id, timer, weights, dp)
+        return value, sent
 
     def budget_used(self) -> int:
         return self.committee[0].used
 
+    def dp_budget(self) -> Any:
+        return self.committee[0].dp_budget()
 
-def _keygen(parties: int, threshold: int) -> tuple[Committee, int]:
+
+def _keygen(parties: int, threshold: int, dp_policy: DPPolicy | None = None) -> tuple[Committee, int]:
     """Dealer-free key generation, every message as bytes; returns the committee and the
     bytes member 0 broadcast over the three rounds."""
     identities = [PartyIdentity.generate() for _ in range(parties)]
@@ -140,22 +158,23 @@ def _keygen(parties: int, threshold: int) -> tuple[Committee, int]:
     first = [m.round1() for m in members]  # commitments + seeds sealed to each member
     second = [m.round2(first) for m in members]  # commitments to the public-key pieces
     third = [m.round3(second) for m in members]  # the pieces revealed
-    key_shares = [m.finish(third, Policy(min_clients=3, budget=64)) for m in members]
+    key_shares = [m.finish(third, Policy(min_clients=3, budget=64, dp=dp_policy)) for m in members]
     if len({k.context.committee_id for k in key_shares}) != 1:
         raise UsageError("the members ended key generation with different committees")
     return Committee(key_shares[0].context, key_shares), len(first[0]) + len(second[0]) + len(third[0])
 
 
 def _encrypted_round(committee: Committee, updates: list[Any], round_id: int, timer: _Timer,
-                     weights: list[float] | None = None) -> tuple[Any, int]:
+                     weights: list[float] | None = None, dp: DPSpec | None = None) -> tuple[Any, int, Any]:
     """One round: every hospital encrypts, the server sums, t parties decrypt the aggregate."""
     context: PublicContext = committee.public_context
     start = time.perf_counter()
+    clip = None if dp is None else dp.clip_l2
     blobs = [encrypt(context, u, weight=None if weights is None else weights[i], client_id=f"hospital-{i}",
-                     round_id=round_id).to_bytes() for i, u in enumerate(updates)]
+                     round_id=round_id, clip_l2=clip).to_bytes() for i, u in enumerate(updates)]
     timer.add("client encrypt", time.perf_counter() - start)
     start = time.perf_counter()
-    aggregator = Aggregator(context, round_id, min_clients=3)
+    aggregator = Aggregator(context, round_id, min_clients=3, dp=dp)
     for blob in blobs:
         aggregator.add(blob)
     active = list(range(committee.context.threshold))
@@ -174,7 +193,7 @@ def _encrypted_round(committee: Committee, updates: list[Any], round_id: int, ti
     shares = [committee[p].decryption_share(received[p], certificate).to_bytes() for p in active]
     value = aggregator.finalize(shares)
     timer.add("committee decrypt", time.perf_counter() - start)
-    return value, len(blobs[0])
+    return value, len(blobs[0]), aggregator.result
 
 
 # -- enrolled-client mode ------------------------------------------------------------------
@@ -187,14 +206,15 @@ class _EnrolledRounds:
     setup_phase = "enrollment"
     budget_unit = "coefficients"
 
-    def __init__(self, parties: int, threshold: int, hospitals: int) -> None:
+    def __init__(self, parties: int, threshold: int, hospitals: int, dp_policy: DPPolicy | None = None) -> None:
         identities = [PartyIdentity.generate() for _ in range(parties)]
         context = EnrolledContext(ENROLLED, tuple(i.public_key for i in identities), threshold)
         wire = context.to_bytes()  # what the hospitals and the server receive
         self.context = EnrolledContext.from_bytes(wire, ENROLLED)
         # Each member floods for this policy's whole epoch: at most every hospital in one release,
         # 2^24 coefficients answered (about 2,000 single-ciphertext releases) before re-enrollment.
-        policy = EnrolledPolicy(min_clients=3, max_clients=max(hospitals, 3), epoch_coefficients=1 << 24)
+        policy = EnrolledPolicy(min_clients=3, max_clients=max(hospitals, 3), epoch_coefficients=1 << 24, dp=dp_policy)
+        self.last: Any = None
         self.members = [EnrolledMember.create(EnrolledContext.from_bytes(wire, ENROLLED), i, identity, policy)
                         for i, identity in enumerate(identities)]
         self.hospitals = hospitals
@@ -213,14 +233,16 @@ class _EnrolledRounds:
         self._dealing_bytes, self._ack_bytes = len(dealing), max(len(a) for a in acks)
         return client
 
-    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None) -> tuple[Any, int]:
+    def round(self, updates: list[Any], round_id: int, timer: _Timer, weights: list[float] | None = None,
+              dp: DPSpec | None = None) -> tuple[Any, int]:
         context = self.context
         start = time.perf_counter()
-        blobs = [client.encrypt(u, round_id=round_id, weight=None if weights is None else weights[i],
+        clip = None if dp is None else dp.clip_l2
+        blobs = [client.encrypt(u, round_id=round_id, weight=None if weights is None else weights[i], clip_l2=clip,
                                 max_clients=self.hospitals) for i, (client, u) in enumerate(zip(self.clients, updates))]
         timer.add("client encrypt", time.perf_counter() - start)
         start = time.perf_counter()
-        aggregator = Aggregator(context, round_id, epoch=EPOCH, min_clients=3)
+        aggregator = Aggregator(context, round_id, epoch=EPOCH, min_clients=3, dp=dp)
         for blob in blobs:
             aggregator.add(blob)
         active = list(range(context.threshold))
@@ -238,10 +260,31 @@ class _EnrolledRounds:
         shares = [self.members[p].decryption_share(received[p], certificate).to_bytes() for p in active]
         value = aggregator.finalize(shares)
         timer.add("committee decrypt", time.perf_counter() - start)
+        self.last = aggregator.result
         return value, len(blobs[0])
 
     def budget_used(self) -> int:
         return self.members[0].spent(EPOCH)
+
+    def dp_budget(self) -> Any:
+        return self.members[0].dp_budget()
+
+
+DP_DELTA = 1e-5
+
+
+def _dp_setup(args: argparse.Namespace) -> tuple[DPSpec | None, DPPolicy | None]:
+    """``--dp EPS``: the noise multiplier keeping ``--rounds`` Gaussian releases within (EPS, δ),
+    the request's spec, and the members' policy (budget EPS; the demo's statistics rounds
+    stay non-DP, so the policy does not require DP on every release)."""
+    epsilon = getattr(args, "dp", None)
+    if epsilon is None:
+        return None, None
+    if not epsilon > 0 or not getattr(args, "dp_clip", 1.0) > 0:
+        raise UsageError("--dp and --dp-clip must be positive")
+    z = noise_multiplier_for(epsilon, DP_DELTA, releases=args.rounds)
+    spec = DPSpec(z, clip_l2=float(args.dp_clip), delta=DP_DELTA)
+    return spec, DPPolicy(epsilon=epsilon, delta=DP_DELTA, min_noise_multiplier=z, require=False)
 
 
 def _reference_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,12 +341,14 @@ def check_committee(args: argparse.Namespace, min_sites: int = 3) -> None:
                          "and --rounds >= 1")
 
 
-def open_session(mode: str, parties: int, threshold: int, clients: int, timer: _Timer) -> _EnrolledRounds | _PublicKeyRounds:
+def open_session(mode: str, parties: int, threshold: int, clients: int, timer: _Timer,
+                 dp_policy: DPPolicy | None = None) -> _EnrolledRounds | _PublicKeyRounds:
     """The committee and its clients, ready for rounds: enrollment (enrolled mode) or
-    dealer-free key generation (public-key mode), timed as the setup phase."""
+    dealer-free key generation (public-key mode), timed as the setup phase. With
+    ``dp_policy`` every member enforces it (budget, σ floor) on the releases asking for DP."""
     kind = _EnrolledRounds if mode == "enrolled" else _PublicKeyRounds
     start = time.perf_counter()
-    session = kind(parties, threshold, clients)
+    session = kind(parties, threshold, clients, dp_policy)
     timer.add(kind.setup_phase, time.perf_counter() - start)
     return session
 
@@ -316,8 +361,12 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     report: dict[str, Any] = {"mode": args.mode, "hospitals": args.hospitals, "patients": [len(y) for _, y in parts],
                               "committee": f"{args.threshold}-of-{args.parties}", "rounds": []}
 
+    dp_spec, dp_policy = _dp_setup(args)
+    if dp_spec is not None:
+        report["dp"] = {"epsilon": args.dp, "delta": DP_DELTA, "clip_l2": dp_spec.clip_l2,
+                        "noise_multiplier": dp_spec.noise_multiplier}
     step("client enrollment" if args.mode == "enrolled" else "dealer-free key generation")
-    session = open_session(args.mode, args.parties, args.threshold, args.hospitals, timer)
+    session = open_session(args.mode, args.parties, args.threshold, args.hospitals, timer, dp_policy)
     if args.mode == "enrolled":
         report["enrollment_message_bytes"] = session.setup_bytes
     else:
@@ -346,7 +395,15 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
     for round_id in range(1, args.rounds + 1):
         step(f"federated training round {round_id}/{args.rounds}")
         local = [_local_train(encrypted, x, y, args.local_epochs) for x, y in scaled]
-        encrypted, sent = session.round(local, round_id, timer, sizes)
+        dp_row: dict[str, Any] = {}
+        if dp_spec is None:
+            encrypted, sent = session.round(local, round_id, timer, sizes)
+        else:  # DP-FedAvg: clipped updates, unweighted, noised by the committee; global += Σ / hospitals
+            deltas = [{k: m[k] - encrypted[k] for k in encrypted} for m in local]
+            summed_delta, sent = session.round(deltas, round_id, timer, dp=dp_spec)
+            encrypted = {k: encrypted[k] + summed_delta[k] / len(scaled) for k in encrypted}
+            account = session.dp_budget()
+            dp_row = {"epsilon_spent": account.epsilon, "noise_std": session.last.noise_std / len(scaled)}
         plain_local = [_local_train(plain, x, y, args.local_epochs) for x, y in scaled]
         plain = {k: np.average([m[k] for m in plain_local], axis=0, weights=sizes) for k in plain}
         report["rounds"].append({
@@ -355,6 +412,7 @@ def _run(args: argparse.Namespace, step: Any) -> dict[str, Any]:
             "plaintext_accuracy": _accuracy(plain, x_test_scaled, y_test),
             "max_weight_difference": float(max(np.abs(encrypted[k] - plain[k]).max() for k in plain)),
             "bytes_per_client": sent,
+            **dp_row,
         })
 
     step("federated statistics query")
@@ -405,12 +463,23 @@ def render(report: dict[str, Any]) -> Any:
         f"Federated standardisation: pooled means/stds of 30 features within "
         f"{report['standardisation_max_error']:.1e} of the plaintext values",
     ]
-    table = Table(title="Federated logistic regression (weighted FedAvg)")
-    for column in ("round", "encrypted FedAvg acc.", "plaintext FedAvg acc.", "max |Δ weight|", "bytes / client"):
-        table.add_column(column, justify="right")
-    for r in report["rounds"]:
-        table.add_row(str(r["round"]), f"{r['encrypted_accuracy']:.3f}", f"{r['plaintext_accuracy']:.3f}",
-                      f"{r['max_weight_difference']:.1e}", f"{r['bytes_per_client']:,}")
+    dp = report.get("dp")
+    if dp is None:
+        table = Table(title="Federated logistic regression (weighted FedAvg)")
+        for column in ("round", "encrypted FedAvg acc.", "plaintext FedAvg acc.", "max |Δ weight|", "bytes / client"):
+            table.add_column(column, justify="right")
+        for r in report["rounds"]:
+            table.add_row(str(r["round"]), f"{r['encrypted_accuracy']:.3f}", f"{r['plaintext_accuracy']:.3f}",
+                          f"{r['max_weight_difference']:.1e}", f"{r['bytes_per_client']:,}")
+    else:
+        table = Table(title=f"DP-FedAvg (ε = {dp['epsilon']:g}, δ = {dp['delta']:g}, clip {dp['clip_l2']:g}, noise "
+                            f"multiplier {dp['noise_multiplier']:.3f}) vs non-private FedAvg")
+        for column in ("round", "ε spent", "noise std / weight", "DP-FedAvg acc.", "non-private acc.", "accuracy cost"):
+            table.add_column(column, justify="right")
+        for r in report["rounds"]:
+            table.add_row(str(r["round"]), f"{r['epsilon_spent']:.3f}", f"{r['noise_std']:.3g}",
+                          f"{r['encrypted_accuracy']:.3f}", f"{r['plaintext_accuracy']:.3f}",
+                          f"{r['plaintext_accuracy'] - r['encrypted_accuracy']:+.3f}")
     lines.append(table)
     q = report["query"]
     lines.append(f"Query '{q['feature']}': n={q['count']}, mean {q['mean']:.4f} (plaintext {q['plaintext_mean']:.4f}), "

@@ -93,18 +93,36 @@ def _split(frame: Any, dataset: Dataset, sites: int, seed: int) -> list[Site]:
 
 
 def release(session: Any, encodings: list[np.ndarray], round_id: int, timer: Any,
-            sensitivity: float, dp: float | None = None) -> tuple[np.ndarray, float | None, int]:
-    """The committee's release of Σ encodings: the aggregate, the noise std per slot (None for
-    an exact release) and the bytes one site uploaded.
+            sensitivity: float, dp: float | None = None) -> tuple[np.ndarray, Any, int]:
+    """The committee's release of Σ encodings: the aggregate, the aggregator's result (ε, δ
+    and noise std per count when DP) and the bytes one site uploaded.
 
-    DP seam: with ``dp`` = ε the committee adds noise calibrated to ``sensitivity`` (L2 of
-    one row's change) inside its decryption shares and reports σ; the decoder then
-    post-processes (:meth:`SurvivalCounts.decode` with ``noise_std``). Not wired yet.
+    With ``dp`` = ε the request asks for one Gaussian release calibrated to ``sensitivity``
+    (L2 change of one row) within (ε, δ); every member checks it against its own policy
+    and adds its part of the noise inside its decryption share.
     """
+    from .demo import DP_DELTA
+    from .dp import DPSpec, noise_multiplier_for
+
+    spec = None
     if dp is not None:
-        raise UsageError("--dp: committee-enforced DP releases are not wired into the survival demo yet")
-    summed, sent = session.round(encodings, round_id, timer)
-    return np.asarray(summed, dtype=np.float64), None, sent
+        spec = DPSpec(noise_multiplier_for(dp, DP_DELTA, releases=1), sensitivity=sensitivity, delta=DP_DELTA)
+    summed, sent = session.round(encodings, round_id, timer, dp=spec)
+    return np.asarray(summed, dtype=np.float64), session.last, sent
+
+
+def dp_policy(epsilon: float | None) -> Any:
+    """The members' policy for ``--dp EPS``: budget (ε, δ) and the σ floor of one release;
+    every release of the story must ask for DP."""
+    from .demo import DP_DELTA
+    from .dp import DPPolicy, noise_multiplier_for
+
+    if epsilon is None:
+        return None
+    if not epsilon > 0:
+        raise UsageError("--dp must be positive")
+    z = noise_multiplier_for(epsilon, DP_DELTA, releases=1)
+    return DPPolicy(epsilon=epsilon, delta=DP_DELTA, min_noise_multiplier=z, require=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +139,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with common.make_progress(common.progress_wanted(args.json)) as bar:
         task = bar.add_task("survival", total=3)
         bar.update(task, description="client enrollment" if args.mode == "enrolled" else "key generation")
-        session = open_session(args.mode, args.parties, args.threshold, args.hospitals, timer)
+        epsilon = getattr(args, "dp", None)
+        session = open_session(args.mode, args.parties, args.threshold, args.hospitals, timer, dp_policy(epsilon))
         bar.advance(task)
         bar.update(task, description="sites encode their counts")
         start = time.perf_counter()
@@ -129,10 +148,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timer.add("site encode", time.perf_counter() - start)
         bar.advance(task)
         bar.update(task, description="encrypted release")
-        summed, noise_std, sent = release(session, encodings, 0, timer, counts.l2_sensitivity, getattr(args, "dp", None))
+        summed, result, sent = release(session, encodings, 0, timer, counts.l2_sensitivity, epsilon)
         bar.advance(task)
+    noise_std = None if epsilon is None else float(result.noise_std)
     table = counts.decode(summed, noise_std=noise_std)
-    report = _report(args, dataset, sites, counts, table, _pooled(sites))
+    pooled = _pooled(sites)
+    report = _report(args, dataset, sites, counts, table, pooled)
+    if epsilon is not None:
+        plain = counts.encode(pooled.times, pooled.events, pooled.groups)
+        band = table.kaplan_meier_band()
+        assert band is not None
+        for k, group in enumerate(table.groups):
+            report["kaplan_meier"][group].update(band_lower=band[0][k].tolist(), band_upper=band[1][k].tolist())
+        report["dp"] = {"epsilon": float(result.epsilon), "delta": float(result.delta), "noise_std": noise_std,
+                        "count_error_std": float(np.std(summed - plain))}
     report.update(bytes_per_site=sent, seconds_per_phase=timer.phases, decryption_budget_used=session.budget_used(),
                   decryption_budget_unit=session.budget_unit)
     return report
@@ -198,6 +227,11 @@ def render(report: dict[str, Any]) -> Any:
         f"Pooled Kaplan–Meier within {report['kaplan_meier_max_difference']:.1e} of lifelines on the pooled rows; "
         f"counts equal the plaintext counts: {report['counts_equal_plaintext']}",
     ]
+    if "dp" in report:
+        dp = report["dp"]
+        lines.append(f"[bold]DP release[/]: ε = {dp['epsilon']:.3g}, δ = {dp['delta']:.0e} spent; noise std "
+                     f"{dp['noise_std']:.3g} per count (added by the committee; measured spread of the "
+                     f"released counts around the exact ones: {dp['count_error_std']:.3g})")
     km = Table(title="Pooled Kaplan–Meier survival (encrypted counts | lifelines on pooled rows)")
     km.add_column(unit, justify="right")
     for g in groups:
@@ -247,16 +281,20 @@ def plot(report: dict[str, Any], path: str) -> None:
         curve = report["kaplan_meier"][group]
         colour = f"C{k}"
         axes.step(grid, np.concatenate([[1.0], curve["survival"]]), where="post", color=colour,
-                  label=f"{group}: pooled from encrypted counts")
+                  label=f"{group}: pooled from encrypted counts" + (" (DP)" if "dp" in report else ""))
         axes.plot(report["grid"], curve["lifelines"], "o", markersize=3, color=colour, alpha=0.6,
                   label=f"{group}: lifelines, pooled rows")
-        # DP seam: with report["noise_std"] set, a band of the released curves' spread goes here.
+        if "band_lower" in curve:
+            axes.fill_between(grid, np.concatenate([[1.0], curve["band_lower"]]),
+                              np.concatenate([[1.0], curve["band_upper"]]), step="post", color=colour, alpha=0.15,
+                              label=f"{group}: 95% spread of the DP noise")
     lr = report["logrank"]
     axes.set_title(f"{report['dataset']}: {report['sites']} sites, {report['committee']} committee "
                    f"(log-rank χ² {lr['statistic']:.2f}, p {lr['p_value']:.3g})", fontsize=10)
     axes.set_xlabel(report["unit"] + "s")
     axes.set_ylabel("survival S(t)")
-    lowest = min(min(report["kaplan_meier"][g]["survival"]) for g in report["groups"])
+    lowest = min(min(report["kaplan_meier"][g].get("band_lower", report["kaplan_meier"][g]["survival"]))
+                 for g in report["groups"])
     axes.set_ylim(max(0.0, lowest - 0.1), 1.02)
     axes.legend(fontsize=8, loc="lower left")
     figure.tight_layout()

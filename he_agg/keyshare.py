@@ -31,6 +31,7 @@ import blake3
 import numpy as np
 
 from .ciphertext import CiphertextBatch, Submission, residue_view, view_digest
+from . import dp as _dp
 from .context import PublicContext
 from .errors import (
     FormatError,
@@ -42,6 +43,7 @@ from .errors import (
 from .hazmat import kernels
 from .hazmat.ckks import signed_to_rns
 from .hazmat.decryption import flooding_noise
+from .hazmat.noise import dp_noise
 from .hazmat.replicated import assignment, held_subsets
 from .hazmat.sampling import KEY_BYTES, KeyedStream
 from .hazmat.wire.envelope import Kind, Meta, open_envelope, seal_envelope
@@ -66,6 +68,8 @@ class Policy:
     ``max_clients``: without verification, the flooding is sized for this many summed
     ciphertexts — never for a count the server declares.
     ``min_statistical_bits``: the flooding floor this member enforces on its committee.
+    ``dp``: a :class:`~he_agg.dp.DPPolicy` — this member's (ε, δ) budget for DP releases
+    (None: no DP; then DP requests are refused).
     """
 
     min_clients: int = 2
@@ -73,8 +77,10 @@ class Policy:
     verify: bool = True
     max_clients: int = 10_000
     min_statistical_bits: int = 40
+    dp: _dp.DPPolicy | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dp", _dp.DPPolicy.coerce(self.dp))
         if type(self.min_clients) is not int or self.min_clients < 1:
             raise ValueError("min_clients must be an integer >= 1")
         if type(self.budget) is not int or self.budget < 0:
@@ -85,6 +91,10 @@ class Policy:
             raise ValueError("max_clients must be an integer in [min_clients, 2^24]")
         if type(self.min_statistical_bits) is not int or not 16 <= self.min_statistical_bits <= 128:
             raise ValueError("min_statistical_bits must be an integer in [16, 128]")
+
+
+def _release_key(request: DecryptionRequest, parties: tuple[int, ...]) -> bytes:
+    return blake3.blake3(b"he_agg.release\0" + request.digest + bytes(parties)).digest()
 
 
 class KeyShare:
@@ -135,12 +145,20 @@ class KeyShare:
     def remaining(self) -> int:
         return max(self.policy.budget - self.used, 0)
 
+    def dp_budget(self) -> _dp.DPBudget | None:
+        """This member's DP account (releases, ε spent at its δ, budget); None without a DP policy."""
+        return _dp.budget(self._state, self.policy.dp)
+
     # -- step 1: approve -----------------------------------------------------------------------
 
     def approve(self, request: DecryptionRequest, *,
                 contributions: Mapping[str, Submission] | None = None) -> Approval:
         """Check the request against this member's policy and sign it (one request per round, ever)."""
         self._check_request(request, contributions)
+        if request.dp is not None:  # refuse early (nothing recorded) when the budget cannot cover it
+            for parties in request.active_sets:
+                if self.party in parties:
+                    _dp.spend(self._state, self.policy.dp, _release_key(request, parties), request.dp, record=False)
         signature = self._state.approve(request.round_id, request.digest, lambda: Approval.sign(
             self._identity, self.party, self.context.committee_id, request.round_id, request.digest).signature)
         return Approval(self.party, request.round_id, request.digest, signature)
@@ -155,8 +173,11 @@ class KeyShare:
         approved = check_release(certificate, self.context, request.round_id, request.digest,
                                  self._state.approval(request.round_id))
         summed = self._check_request(request, contributions, verified_before=approved)
-        key = blake3.blake3(b"he_agg.release\0" + request.digest + bytes(parties)).digest()
-        self._state.release(key, 1, self.policy.budget)
+        key = _release_key(request, parties)
+        with self._state.transaction():  # the DP budget is checked and recorded with the release
+            if request.dp is not None:
+                _dp.spend(self._state, self.policy.dp, key, request.dp)
+            self._state.release(key, 1, self.policy.budget)
         return self._compute(request, parties, summed)
 
     def _active_set(self, request: DecryptionRequest, active: Sequence[int] | None) -> tuple[int, ...]:
@@ -181,6 +202,7 @@ class KeyShare:
         if request.context.committee_id != self.context.committee_id:
             raise ShareBindingError("the request is addressed to another committee")
         policy = self.policy
+        _dp.check(policy.dp, request.dp)
         if request.summed < policy.min_clients:
             raise TooFewContributorsError(
                 f"the request names {request.summed} contributors; this member requires at least {policy.min_clients}")
@@ -233,6 +255,14 @@ class KeyShare:
         label = (b"he_agg.flood.v2\0" + self.context.committee_id + request.digest + bytes(parties)
                  + blake3.blake3(c1.tobytes()).digest())
         noise = flooding_noise(KeyedStream(self._noise_key, label), aggregate.count, sigma, params)
+        if request.dp is not None:  # this member's part of the DP noise, from its keyed stream
+            from .packing import Layout
+
+            dense = Layout.from_json(request.layout).dense  # the DP statement needs the layout: never None here
+            part = dp_noise(KeyedStream(self._noise_key, b"he_agg.dp.v1\0" + label), aggregate.count,
+                            _dp.coefficient_sigma(request.dp, self.context, dense=dense), params)
+            kernels.add(noise, noise, part, params.data_moduli)
+            part.fill(0)
         secret = self.assigned_secret(parties)
         kernels.muladd(noise, c1, secret, noise, params.data_moduli)  # the noise array becomes the share
         secret.fill(0)
@@ -254,7 +284,10 @@ class KeyShare:
         if self._path is None and (self._state.highest_round() is not None or self._state.spent() > 0):
             raise StateError("this key share already approved or released in memory; save it right after key "
                              "generation, before it answers anything, so its file records every answer")
-        meta = {"party": self.party, "policy": asdict(self.policy), "context": self.context._meta(),
+        policy_meta = asdict(self.policy)
+        if policy_meta["dp"] is None:
+            del policy_meta["dp"]  # files of members without DP stay as they were
+        meta = {"party": self.party, "policy": policy_meta, "context": self.context._meta(),
                 "subsets": sorted(self._subsecrets)}
         secret = np.concatenate([np.frombuffer(self._identity.private_bytes() + self._noise_key, dtype=np.uint8)]
                                 + [self._subsecrets[k].view(np.uint8) for k in sorted(self._subsecrets)])

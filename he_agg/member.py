@@ -37,6 +37,7 @@ from typing import Any, Iterator, Sequence
 import blake3
 import numpy as np
 
+from . import dp as _dp
 from .context import EnrolledContext
 from .enrolled import Ticket
 from .enrollment import CommitteeInfo, EnrollmentMember, subsecret_label
@@ -51,7 +52,7 @@ from .errors import (
 from .hazmat import kernels
 from .hazmat.ckks import signed_to_rns
 from .hazmat.decryption import flooding_noise
-from .hazmat.noise import EnrolledNoiseModel
+from .hazmat.noise import EnrolledNoiseModel, dp_noise
 from .hazmat.replicated import assignment, expand_ternary_many
 from .hazmat.rounds import round_polynomials
 from .hazmat.sampling import KEY_BYTES, KeyedStream, fresh_key
@@ -78,14 +79,18 @@ class EnrolledPolicy:
     ``epoch_coefficients``: coefficients this member answers per key epoch (every answer of
     a request × active set counts count·N); the flooding keeps the whole epoch within 2^-s.
     ``min_statistical_bits``: the flooding floor this member enforces.
+    ``dp``: a :class:`~he_agg.dp.DPPolicy` — this member's (ε, δ) budget for DP releases
+    (None: no DP; then DP requests are refused).
     """
 
     min_clients: int = 3
     max_clients: int = 1000
     epoch_coefficients: int = 1 << 30
     min_statistical_bits: int = 40
+    dp: _dp.DPPolicy | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dp", _dp.DPPolicy.coerce(self.dp))
         if type(self.min_clients) is not int or self.min_clients < 2:
             raise ValueError("min_clients must be an integer >= 2: one client's value is never released alone")
         if type(self.max_clients) is not int or not self.min_clients <= self.max_clients <= 1 << 20:
@@ -144,6 +149,10 @@ class EnrolledMember:
     def approve(self, request: EnrolledRequest) -> Approval:
         """Check τ_r against the policy, the registry and the tickets; sign it (one τ per round, ever)."""
         self._check(request)
+        if request.dp is not None:  # refuse early (nothing recorded) when the budget cannot cover it
+            for parties in request.active_sets:
+                if self.index in parties:
+                    _dp.spend(self._state, self.policy.dp, self._release_key(request, parties), request.dp, record=False)
         signature = self._state.approve(request.round_id, request.digest, lambda: Approval.sign(
             self._identity, self.index, self.context.committee_id, request.round_id, request.digest).signature)
         return Approval(self.index, request.round_id, request.digest, signature)
@@ -180,6 +189,7 @@ class EnrolledMember:
             ticket.verify(self.enrollment.client_key(client_id), committee_id=self.context.committee_id,
                           epoch=request.epoch, round_id=request.round_id, client_id=client_id,
                           layout_digest=layout.digest)
+        _dp.check(policy.dp, request.dp)
         return layout
 
     # -- step 2: the decryption share ----------------------------------------------------------
@@ -209,7 +219,7 @@ class EnrolledMember:
 
     def _spend(self, request: EnrolledRequest, parties: tuple[int, ...]) -> None:
         """Record this answer against the epoch budget before it leaves (a retry is free)."""
-        key = blake3.blake3(b"he_agg.enrolled.release\0" + request.digest + bytes(parties)).digest()
+        key = self._release_key(request, parties)
         cost = request.count * self.context.params.n
         name = f"{request.epoch:020d}"
         with self._state.transaction():
@@ -220,8 +230,18 @@ class EnrolledMember:
                 raise PrivacyBudgetError(
                     f"answering would release {spent + cost} coefficients in epoch {request.epoch}; this member's "
                     f"flooding covers {self.policy.epoch_coefficients}. Start a new epoch (re-enroll the clients)")
+            if request.dp is not None:  # checked and recorded in this same transaction
+                _dp.spend(self._state, self.policy.dp, key, request.dp)
             self._state.release(key, 0, 0)
             self._state.put(_BUDGET, name, (spent + cost).to_bytes(8, "little"))
+
+    @staticmethod
+    def _release_key(request: EnrolledRequest, parties: tuple[int, ...]) -> bytes:
+        return blake3.blake3(b"he_agg.enrolled.release\0" + request.digest + bytes(parties)).digest()
+
+    def dp_budget(self) -> _dp.DPBudget | None:
+        """This member's DP account (releases, ε spent at its δ, budget); None without a DP policy."""
+        return _dp.budget(self._state, self.policy.dp)
 
     def _label(self, request: EnrolledRequest, parties: tuple[int, ...]) -> bytes:
         h = blake3.blake3(b"he_agg.enrolled.flood.v1\0" + self.context.committee_id)
@@ -257,7 +277,13 @@ class EnrolledMember:
     def _compute(self, request: EnrolledRequest, parties: tuple[int, ...]) -> DecryptionShare:
         params = self.context.params
         sigma = self.sigma
-        noise = flooding_noise(KeyedStream(self._noise_key, self._label(request, parties)), request.count, sigma, params)
+        label = self._label(request, parties)
+        noise = flooding_noise(KeyedStream(self._noise_key, label), request.count, sigma, params)
+        if request.dp is not None:  # this member's part of the DP noise, from its keyed stream
+            part_sigma = _dp.coefficient_sigma(request.dp, self.context, dense=Layout.from_json(request.layout).dense)
+            part = dp_noise(KeyedStream(self._noise_key, b"he_agg.dp.v1\0" + label), request.count, part_sigma, params)
+            kernels.add(noise, noise, part, params.data_moduli)
+            part.fill(0)
         a = round_polynomials(self.context.committee_id, request.epoch, request.round_id, request.count, params)
         secret = self.assigned_secret(request, parties)
         kernels.muladd(noise, a, np.broadcast_to(secret, a.shape).copy(), noise, params.data_moduli)
@@ -276,7 +302,7 @@ class EnrolledMember:
         if self._path is None and (self._state.highest_round() is not None or self._state.items(_BUDGET)
                                    or self.enrollment.admitted()):
             raise StateError("this member already holds state in memory; save it right after creating it")
-        meta = {"index": self.index, "policy": asdict(self.policy), "context": self.context._meta()}
+        meta = {"index": self.index, "policy": _policy_meta(self.policy), "context": self.context._meta()}
         secret = self._identity.private_bytes() + self._noise_key
         write_private(path, seal_envelope(Kind.KEY_SHARE, dict(meta, mode="enrolled"), secret),
                       passphrase=passphrase, insecure_plaintext=insecure_plaintext)
@@ -325,6 +351,13 @@ class EnrolledMember:
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("an EnrolledMember cannot be pickled; use save()")
+
+
+def _policy_meta(policy: EnrolledPolicy) -> dict[str, Any]:
+    meta = asdict(policy)
+    if meta["dp"] is None:
+        del meta["dp"]  # files of members without DP stay as they were
+    return meta
 
 
 def _owner(context: EnrolledContext, index: int) -> bytes:

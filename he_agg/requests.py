@@ -86,6 +86,32 @@ def canonical_active_sets(active_sets: Iterable[Iterable[int]] | None, context: 
     return sets
 
 
+def _dp_statement(dp: Any, layout: Any) -> Any:
+    """A request's DP statement from a :class:`~he_agg.dp.DPSpec`, a statement, its JSON, or None.
+
+    The statement is (re-)derived from the request's own layout, never taken as stated."""
+    if dp is None:
+        return None
+    from . import dp as dpm
+    from .packing import Layout
+
+    if isinstance(dp, dpm.DPStatement):
+        dp = dp.spec
+    if isinstance(dp, dpm.DPSpec):
+        return dp.statement(Layout.from_json(layout) if layout is not None else None)
+    return dpm.request_statement(dp, layout)
+
+
+def _dp_meta(statement: Any) -> dict[str, Any]:
+    """The request meta's "dp" entry (absent without DP: non-DP digests are unchanged)."""
+    return {} if statement is None else {"dp": statement.to_json()}
+
+
+def _dp_raw(meta: Meta) -> Any:
+    """The request meta's raw DP statement, or None (validated by the request's constructor)."""
+    return meta.raw("dp") if meta.has("dp") else None
+
+
 class DecryptionRequest:
     """What the aggregator asks the committee to decrypt, and everything that binds it.
 
@@ -96,7 +122,7 @@ class DecryptionRequest:
 
     def __init__(self, context: PublicContext, round_id: int, aggregate: CiphertextBatch,
                  contributions: Sequence[Contribution], layout: dict[str, Any] | None = None,
-                 active_sets: Iterable[Iterable[int]] | None = None) -> None:
+                 active_sets: Iterable[Iterable[int]] | None = None, dp: Any = None) -> None:
         if aggregate.params != context.params:
             raise ShareBindingError("the aggregate was made under other parameters than the committee's")
         check_round_id(round_id)
@@ -114,6 +140,7 @@ class DecryptionRequest:
         self.contributions = ordered
         self.layout = layout
         self.active_sets = canonical_active_sets(active_sets, context)
+        self.dp = _dp_statement(dp, layout)
         canonical = json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode()
         self.digest = blake3.blake3(_REQUEST_DOMAIN + canonical).digest()
 
@@ -134,6 +161,7 @@ class DecryptionRequest:
             "nmod": len(self.context.params.data_moduli),
             "length": self.aggregate.length,
             "active": [list(a) for a in self.active_sets],
+            **_dp_meta(self.dp),
         }
 
     def to_bytes(self) -> bytes:
@@ -158,7 +186,8 @@ class DecryptionRequest:
                 isinstance(a, list) and len(a) <= MAX_PARTIES and all(type(x) is int for x in a) for a in raw_sets):
             raise FormatError(f"{what}: active must be a list of member lists")
         try:
-            return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout, raw_sets)
+            return cls(context, meta.integer("round"), aggregate, _contributions(meta, what), layout, raw_sets,
+                       _dp_raw(meta))
         except ValueError as exc:
             raise FormatError(f"{what}: {exc}") from None
 
@@ -258,7 +287,8 @@ class EnrolledRequest:
     """
 
     def __init__(self, context: Any, epoch: int, round_id: int, tickets: Mapping[str, bytes], layout: dict[str, Any],
-                 count: int, aggregate_digest: bytes, active_sets: Iterable[Iterable[int]] | None = None) -> None:
+                 count: int, aggregate_digest: bytes, active_sets: Iterable[Iterable[int]] | None = None,
+                 dp: Any = None) -> None:
         check_round_id(round_id)
         check_round_id(epoch)
         if not tickets:
@@ -281,6 +311,7 @@ class EnrolledRequest:
         self.count = count
         self.aggregate_digest = bytes(aggregate_digest)
         self.active_sets = canonical_active_sets(active_sets, context)
+        self.dp = _dp_statement(dp, layout)
         canonical = json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode()
         self.digest = blake3.blake3(_ENROLLED_DOMAIN + canonical).digest()
 
@@ -303,6 +334,7 @@ class EnrolledRequest:
             "aggregate": self.aggregate_digest.hex(),
             "active": [list(a) for a in self.active_sets],
             "params": self.context.params.fingerprint.hex(),
+            **_dp_meta(self.dp),
         }
 
     def to_bytes(self) -> bytes:
@@ -337,7 +369,8 @@ class EnrolledRequest:
             raise FormatError(f"{what}: active must be a list of member lists")
         try:
             return cls(context, meta.integer("epoch"), meta.integer("round"), tickets, layout,
-                       meta.integer("count", 1, 1 << 20), meta.hexbytes("aggregate", 32), raw_sets)
+                       meta.integer("count", 1, 1 << 20), meta.hexbytes("aggregate", 32), raw_sets,
+                       _dp_raw(meta))
         except ValueError as exc:
             raise FormatError(f"{what}: {exc}") from None
 

@@ -68,12 +68,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from ..params import Params
 
-__all__ = ["ENROLLED_CLIENT_PROXY", "EnrolledNoiseModel", "NoiseModel"]
+__all__ = ["ENROLLED_CLIENT_PROXY", "EnrolledNoiseModel", "NoiseModel", "dp_noise", "dp_part_variance", "dp_shift"]
 
 _ERROR_BOUND = 21  # SEAL's centred binomial bound (clipped normal: 19.2)
 
@@ -311,3 +312,50 @@ class EnrolledNoiseModel:
         variance = shares * sigma**2 + clients * ENROLLED_CLIENT_PROXY
         tail = math.sqrt(2.0 * (math.log(2.0 * max(values, 1)) + self.failure_bits * math.log(2.0)))
         return math.sqrt(variance) * spread * tail
+
+
+#: The DP part is 2^k·X + U with X ~ D_{Z,σ/2^k} (the exact sampler) and U uniform on
+#: [−2^(k−1), 2^(k−1)): k is the least shift that brings σ/2^k below 2^60 (the sampler takes σ ≤ 2^64).
+DP_INNER_BITS = 59
+
+
+def dp_shift(sigma: float) -> int:
+    """k for a DP part of σ: 0 while σ < 2^60 (a plain discrete Gaussian), else ⌊log2 σ⌋ − 59."""
+    if not sigma >= 2.0 or not math.isfinite(sigma):
+        raise ValueError("the DP noise σ must be a finite number >= 2")
+    return max(0, math.floor(math.log2(sigma)) - DP_INNER_BITS)
+
+
+def dp_part_variance(sigma: float) -> float:
+
+    from .sampling import sigma_actual
+
+    k = dp_shift(sigma)
+    inner = sigma_actual(sigma / 2.0**k)
+    return 4.0**k * inner * inner + (4.0**k - 1.0) / 12.0
+
+
+def dp_noise(stream: Any, count: int, sigma: float, params: Params) -> np.ndarray:
+    """``count`` DP noise polynomials of one member as NTT residues (count, L, N), from its keyed stream.
+
+    Coefficients are independent 2^k·X + U (see :data:`DP_INNER_BITS`), variance
+    :func:`dp_part_variance` (σ² up to a relative 2^-60)."""
+    from . import kernels
+    from .ckks import scaled_to_rns, signed_to_rns
+    from .sampling import discrete_gaussian
+
+    n, moduli = params.n, params.data_moduli
+    k = dp_shift(sigma)
+    high, low = discrete_gaussian(stream, count * n, sigma / 2.0**k)
+    out = scaled_to_rns(high.reshape(count, n), 32, low.reshape(count, n), moduli)
+    high.fill(0)
+    low.fill(0)
+    if k:
+        kernels.mul_scalar(out, out, np.array([pow(2, k, q) for q in moduli], dtype=np.uint64), moduli)
+        fine = (stream.words(count * n) >> np.uint64(64 - k)).astype(np.int64) - (1 << (k - 1))
+        extra = signed_to_rns(fine.reshape(count, n), moduli)
+        fine.fill(0)
+        kernels.add(out, out, extra, moduli)
+        extra.fill(0)
+    kernels.ntt_forward(out, moduli)
+    return out
