@@ -55,7 +55,7 @@ class Plan:
 
 
 QUICK = Plan(clients=(2, 8, 32), values=(16384, 65536, 262144), base_clients=8, base_values=65536,
-             e2e=((4, 65536),))
+             e2e=((4, 65536),), repeat=2)
 FULL = Plan(clients=(4, 16, 64), values=(65536, 262144, 1 << 20), base_clients=16, base_values=262144,
             e2e=((10, 65536), (10, 262144)), repeat=3)
 
