@@ -242,3 +242,19 @@ def test_enrolled_refuses_state_dir(client, enrolled, tmp_path) -> None:  # type
     committee, _ = enrolled
     with pytest.raises(AggregationError, match="state_dir"):
         ShardedAggregator(committee.public_context, 1, client=client, state_dir=tmp_path)
+
+
+@pytest.mark.slow  # starts two more clusters (~20 s under load)
+def test_bench_dask_workers_side_by_side(capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from he_agg import cli
+
+    assert cli.main(["bench", "aggregate", "--dask-workers", "2", "--clients", "2", "--values", "5000",
+                     "--repeat", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["requests_identical"] is True and result["dask_workers"] == 2
+    for name in ("local_1t", "local", "dask_1", "dask_2"):
+        assert result[f"{name}_s"] > 0
+    assert result["dask_speedup"] == pytest.approx(result["dask_1_s"] / result["dask_2_s"])
+    assert result["upload_bytes"] > 5000 * 64

@@ -509,9 +509,17 @@ def _dask_cluster(workers: int, scratch: str) -> tuple[Any, Any]:
     import he_agg
 
     root = str(Path(he_agg.__file__).resolve().parent.parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DASK_TEMPORARY_DIRECTORY")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, saved["PYTHONPATH"]]))
     os.environ["DASK_TEMPORARY_DIRECTORY"] = scratch
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:  # the worker processes inherit the environment when they start
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return cluster, Client(cluster)
 
 
