@@ -193,13 +193,14 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("native_s", "he_agg sum"), ("tenseal_s", "TenSEAL sum"), ("floor_s", "numpy floor sum")):
         ax.plot([r["values"] for r in by_values], [r[key] for r in by_values], "o-", label=label)
-    for key, label in (("committee_s", "he_agg committee decrypt"), ("tenseal_decrypt_s", "TenSEAL decrypt")):
+    for key, label in (("committee_s", "he_agg 3-of-5 decrypt"), ("tenseal_decrypt_s", "TenSEAL decrypt")):
         ax.plot([r["values"] for r in dec], [r[key] for r in dec], "s--", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("values per client")
     ax.set_ylabel("seconds")
-    ax.set_title(f"Time vs model size (sums of {plan['base_clients']} clients)", fontsize=10)
+    ax.set_title(f"Time vs model size (sums of {plan['base_clients']} clients; decryption of one vector)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(paths[1], dpi=100)
