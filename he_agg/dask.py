@@ -107,6 +107,9 @@ def _slice(whole: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ct_bytes: i
 class _Shards:
     """The shard sums of one round, each held by one Dask worker as a future."""
 
+    #: Seconds an add may wait for every shard before the round reports its workers lost.
+    timeout = 600.0
+
     def __init__(self, client: Any, count: int, polys: int, params: Any, shards: int | None, threads: int) -> None:
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
@@ -139,15 +142,19 @@ class _Shards:
             new.append(self.client.submit(_shard_add, self.sums[k], sent, rel, packed, self.shape(k), self.moduli,
                                           self.threads, workers=[self.workers[k]], allow_other_workers=False,
                                           pure=False))
-        wait(new)
-        failed = [f for f in new if f.status != "finished"]
-        if failed:
-            error = failed[0].exception()
+        try:
+            wait(new, timeout=self.timeout)
+        except Exception as exc:  # a shard's worker is gone or stuck: the old sums stay
             for f in new:
                 f.release()
-            if isinstance(error, HeAggError):
-                raise error
-            raise AggregationError(f"a Dask worker failed while summing a shard: {type(error).__name__}") from error
+            raise AggregationError(f"the Dask workers did not sum the upload within {self.timeout} s "
+                                   f"({type(exc).__name__}); the round's sums are unchanged") from exc
+        failed = [k for k, f in enumerate(new) if f.status != "finished"]
+        if failed:
+            error = new[failed[0]].exception()
+            for f in new:
+                f.release()
+            raise _located(error, failed[0], self.bounds[failed[0]])
         self.sums = new
 
     def gather(self) -> np.ndarray:
@@ -159,6 +166,20 @@ class _Shards:
         except Exception as exc:  # a lost worker: its shard sum is gone
             raise AggregationError(f"a shard sum could not be fetched from its Dask worker: {type(exc).__name__}") from exc
         return np.ascontiguousarray(np.concatenate([p if p is not None else next(got) for p in parts]))
+
+
+def _located(error: BaseException, shard: int, bounds: tuple[int, int]) -> BaseException:
+    """The worker's error for the driver: he_agg errors keep their type, their ciphertext
+    numbers made global by naming the shard; anything else becomes an AggregationError."""
+    lo, hi = bounds
+    if isinstance(error, HeAggError):
+        try:
+            return type(error)(f"shard {shard} (ciphertexts {lo} to {hi - 1}; numbers below are within it): {error}")
+        except Exception:  # an error type with another constructor: as it came
+            return error
+    located = AggregationError(f"a Dask worker failed while summing shard {shard}: {type(error).__name__}")
+    located.__cause__ = error
+    return located
 
 
 def _view_parts(view: Any) -> tuple[Any, np.ndarray, bool]:

@@ -149,11 +149,26 @@ def test_bad_residue_in_any_shard_refused_nothing_lost(client, committee, update
     words = len(open_envelope(updates[1], Kind.ENCRYPTED_UPDATE, "t").body) // 8
     forged = forged_public(updates[1], ctx, 0 if where == "first" else words - 1)
     local, sharded = local_and_sharded(ctx, 7, updates[:1], client, shards=3)
+    with pytest.raises(ResidueRangeError, match=f"shard {0 if where == 'first' else 2} "):
+        sharded.add(forged)
     for agg in (local, sharded):
         with pytest.raises(ResidueRangeError):
             agg.add(forged)
         assert agg.contributors == ("site-0",)
         agg.add(updates[1])  # the honest resubmission is accepted: nothing was half-added
+    assert sharded.decryption_request().to_bytes() == local.decryption_request().to_bytes()
+
+
+def test_workers_too_slow_or_gone_leave_the_sums_unchanged(client, committee, updates) -> None:  # type: ignore[no-untyped-def]
+    ctx = committee.public_context
+    local, sharded = local_and_sharded(ctx, 7, updates[:1], client, shards=2)
+    sharded._shards.timeout = 1e-9  # no worker answers this fast: as if a worker were gone
+    with pytest.raises(AggregationError, match="unchanged"):
+        sharded.add(updates[1])
+    assert sharded.contributors == ("site-0",)
+    del sharded._shards.timeout
+    for agg in (local, sharded):
+        agg.add(updates[1])
     assert sharded.decryption_request().to_bytes() == local.decryption_request().to_bytes()
 
 
