@@ -5,7 +5,8 @@ The process that runs the aggregator (the *driver*) validates each upload exactl
 :class:`~he_agg.aggregator.Aggregator` does — envelope, committee, round, layout, ticket,
 digest, duplicates — then cuts its residue bytes into the shards' byte ranges and sends
 each range straight to the worker that holds the shard (``Client.scatter(direct=True)``:
-the bytes never pass through the scheduler). The worker adds them to its shard sum with
+the bytes never pass through the scheduler), or — with ``store=`` — writes them once to a
+shared folder from which each worker maps its range. The worker adds them to its shard sum with
 the native kernel, which range-checks every residue in the same pass.
 
 Atomicity across shards: a worker never changes a shard sum in place. Each add makes a
@@ -26,6 +27,8 @@ Losing a worker loses its shard sum: the round then fails with :class:`Aggregati
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Any, Sequence
 
 import numpy as np
@@ -75,6 +78,16 @@ def _shard_add(previous: np.ndarray | None, data: np.ndarray, offsets: np.ndarra
     return out
 
 
+def _shard_add_stored(previous: np.ndarray | None, path: str, start: int, nbytes: int, offsets: np.ndarray,
+                      packed: bool, shape: tuple[int, int, int, int], moduli: tuple[int, ...], threads: int) -> np.ndarray:
+    """:func:`_shard_add` of bytes ``start`` … ``start + nbytes`` of a file in the shared store (mapped, not copied)."""
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(nbytes,))
+    try:
+        return _shard_add(previous, data, offsets, packed, shape, moduli, threads)
+    finally:
+        del data
+
+
 # -- on the driver ---------------------------------------------------------------------------
 
 
@@ -110,7 +123,8 @@ class _Shards:
     #: Seconds an add may wait for every shard before the round reports its workers lost.
     timeout = 600.0
 
-    def __init__(self, client: Any, count: int, polys: int, params: Any, shards: int | None, threads: int) -> None:
+    def __init__(self, client: Any, count: int, polys: int, params: Any, shards: int | None, threads: int,
+                 store: str | None = None) -> None:
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise AggregationError("the Dask cluster has no workers")
@@ -120,6 +134,7 @@ class _Shards:
         self.polys, self.params, self.threads = polys, params, threads
         self.moduli = tuple(int(q) for q in params.data_moduli)
         self.sums: list[Any] = [None] * len(self.bounds)
+        self.store = store
 
     def shape(self, k: int) -> tuple[int, int, int, int]:
         lo, hi = self.bounds[k]
@@ -127,21 +142,47 @@ class _Shards:
 
     def add(self, buffer: Any, offsets: np.ndarray, packed: bool) -> None:
         """Add one validated view's residues to every shard, all shards or none."""
-        from distributed import wait
-
         from he_agg.hazmat import kernels
 
         n = self.params.n
         ct_bytes = kernels.packed_ct_bytes(self.polys, n, self.moduli) if packed else self.polys * len(self.moduli) * n * 8
         whole, offsets = _byte_array(buffer), np.asarray(offsets)
-        new = []
-        for k, (lo, hi) in enumerate(self.bounds):
-            data = _slice(whole, offsets, lo, hi, ct_bytes)
-            sent = self.client.scatter(data, workers=[self.workers[k]], direct=True, hash=False)
+        slices = [_slice(whole, offsets, lo, hi, ct_bytes) for lo, hi in self.bounds]
+        path = self._stored(slices) if self.store is not None else None
+        try:
+            self._run(slices, path, ct_bytes, packed)
+        finally:
+            if path is not None:
+                os.unlink(path)
+
+    def _stored(self, slices: list[np.ndarray]) -> str:
+        """The slices written one after another to a fresh file in the shared store (0600)."""
+        assert self.store is not None
+        path = os.path.join(self.store, f"he_agg-upload-{secrets.token_hex(12)}.bin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for data in slices:
+                    f.write(memoryview(data))
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
+
+    def _run(self, slices: list[np.ndarray], path: str | None, ct_bytes: int, packed: bool) -> None:
+        from distributed import wait
+
+        new, start = [], 0
+        for k, ((lo, hi), data) in enumerate(zip(self.bounds, slices)):
             rel = np.arange(hi - lo, dtype=np.uint64) * np.uint64(ct_bytes)
-            new.append(self.client.submit(_shard_add, self.sums[k], sent, rel, packed, self.shape(k), self.moduli,
-                                          self.threads, workers=[self.workers[k]], allow_other_workers=False,
-                                          pure=False))
+            where = dict(workers=[self.workers[k]], allow_other_workers=False, pure=False)
+            task = (rel, packed, self.shape(k), self.moduli, self.threads)
+            if path is None:
+                sent = self.client.scatter(data, workers=[self.workers[k]], direct=True, hash=False)
+                new.append(self.client.submit(_shard_add, self.sums[k], sent, *task, **where))
+            else:
+                new.append(self.client.submit(_shard_add_stored, self.sums[k], path, start, data.size, *task, **where))
+            start += data.size
         try:
             wait(new, timeout=self.timeout)
         except Exception as exc:  # a shard's worker is gone or stuck: the old sums stay
@@ -186,13 +227,17 @@ def _view_parts(view: Any) -> tuple[Any, np.ndarray, bool]:
     return view.buffer, view.offsets, isinstance(view, PackedView)
 
 
-def _check_options(client: Any, shards: int | None, threads: int) -> None:
+def _check_options(client: Any, shards: int | None, threads: int, store: Any) -> str | None:
+    """Validate the Dask options; returns ``store`` as an absolute path (or None)."""
+    if store is not None and not os.path.isdir(store):
+        raise ParameterError(f"store= must be an existing folder that every worker sees, got {str(store)[:200]!r}")
     if client is None:
         raise ParameterError("pass client= (a distributed.Client)")
     if shards is not None and (type(shards) is not int or shards < 1):
         raise ParameterError(f"shards must be a positive integer, got {shards!r}")
     if type(threads) is not int or not 1 <= threads <= 1024:
         raise ParameterError(f"threads must be an integer in [1, 1024], got {threads!r}")
+    return None if store is None else os.path.abspath(store)
 
 
 # -- public-key rounds -----------------------------------------------------------------------
@@ -204,7 +249,10 @@ class ShardedAggregator(Aggregator):
     ``ShardedAggregator(context, round_id, client=dask_client, shards=None, threads=1, ...)``
     takes every option of :class:`Aggregator` (or of :class:`EnrolledAggregator` for an
     enrolled context, except ``state_dir``). ``shards``: number of ciphertext ranges
-    (default: one per worker); ``threads``: summing threads per worker task.
+    (default: one per worker); ``threads``: summing threads per worker task; ``store``: a
+    folder the driver and every worker see (``/dev/shm`` on one machine, a shared file
+    system on a cluster): each upload's ranges are written there once and workers map
+    their range, instead of receiving it by ``scatter``.
     """
 
     def __new__(cls, context: Any, *args: Any, **kwargs: Any) -> Any:
@@ -213,15 +261,16 @@ class ShardedAggregator(Aggregator):
         return object.__new__(cls)
 
     def __init__(self, context: Any, round_id: int, *, client: Any = None, shards: int | None = None,
-                 threads: int = 1, **kwargs: Any) -> None:
-        _check_options(client, shards, threads)
+                 threads: int = 1, store: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        self._store_dir = _check_options(client, shards, threads, store)
         super().__init__(context, round_id, **kwargs)
         self._client, self._shard_count, self._threads = client, shards, threads
         self._shards: _Shards | None = None
 
     def _sum(self, view: Any) -> None:
         if self._shards is None:
-            self._shards = _Shards(self._client, view.count, 2, self.context.params, self._shard_count, self._threads)
+            self._shards = _Shards(self._client, view.count, 2, self.context.params, self._shard_count, self._threads,
+                                   self._store_dir)
         self._shards.add(*_view_parts(view))
 
     def decryption_request(self, active_sets: Sequence[Sequence[int]] | None = None) -> Any:
@@ -251,8 +300,8 @@ def _sharded_c0_type() -> type:
         shards: _Shards | None = None
         _gathered: int = -1
 
-        def setup(self, client: Any, shards: int | None, threads: int) -> None:
-            self.shards = _Shards(client, self._acc.shape[0], 1, self.params, shards, threads)
+        def setup(self, client: Any, shards: int | None, threads: int, store: str | None) -> None:
+            self.shards = _Shards(client, self._acc.shape[0], 1, self.params, shards, threads, store)
 
         @property
         def sum(self) -> np.ndarray:
@@ -313,8 +362,8 @@ class ShardedEnrolledAggregator(EnrolledAggregator):
     """
 
     def __init__(self, context: Any, round_id: int, *, client: Any = None, shards: int | None = None,
-                 threads: int = 1, **kwargs: Any) -> None:
-        _check_options(client, shards, threads)
+                 threads: int = 1, store: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        self._store_dir = _check_options(client, shards, threads, store)
         if kwargs.get("state_dir") is not None:
             raise AggregationError("a sharded round lives in the cluster's memory: state_dir= is for local rounds")
         super().__init__(context, round_id, **kwargs)
@@ -322,7 +371,7 @@ class ShardedEnrolledAggregator(EnrolledAggregator):
 
     def _new_accumulator(self, kind: Any, layout: Layout) -> Any:
         acc = super()._new_accumulator(_sharded_c0_type(), layout)
-        acc.setup(self._client, self._shard_count, self._threads)
+        acc.setup(self._client, self._shard_count, self._threads, self._store_dir)
         return acc
 
     def __repr__(self) -> str:

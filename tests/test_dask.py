@@ -77,9 +77,9 @@ def enrolled():  # type: ignore[no-untyped-def]
     return committee, clients
 
 
-def local_and_sharded(context, round_id, items, client, shards=None, **kwargs):  # type: ignore[no-untyped-def]
+def local_and_sharded(context, round_id, items, client, shards=None, store=None, **kwargs):  # type: ignore[no-untyped-def]
     local = he_agg.Aggregator(context, round_id, **kwargs)
-    sharded = ShardedAggregator(context, round_id, client=client, shards=shards, **kwargs)
+    sharded = ShardedAggregator(context, round_id, client=client, shards=shards, store=store, **kwargs)
     for item in items:
         local.add(item)
         sharded.add(item)
@@ -170,6 +170,30 @@ def test_workers_too_slow_or_gone_leave_the_sums_unchanged(client, committee, up
     for agg in (local, sharded):
         agg.add(updates[1])
     assert sharded.decryption_request().to_bytes() == local.decryption_request().to_bytes()
+
+
+def test_shared_store_instead_of_scatter(client, committee, updates, enrolled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = committee.public_context
+    words = len(open_envelope(updates[1], Kind.ENCRYPTED_UPDATE, "t").body) // 8
+    local, sharded = local_and_sharded(ctx, 7, updates[:2], client, shards=3, store=None)
+    stored = ShardedAggregator(ctx, 7, client=client, shards=3, store=tmp_path)
+    stored.add(updates[0])
+    with pytest.raises(ResidueRangeError, match="shard 2 "):
+        stored.add(forged_public(updates[1], ctx, words - 1))
+    stored.add(updates[1])
+    assert stored.decryption_request().to_bytes() == local.decryption_request().to_bytes()
+    committee_e, members = enrolled
+    round_id = next(ROUNDS)
+    uploads = [c.encrypt(np.full(VALUES, 0.5), round_id=round_id) for c in members[:3]]
+    local_e = he_agg.Aggregator(committee_e.public_context, round_id, min_clients=3)
+    stored_e = ShardedAggregator(committee_e.public_context, round_id, client=client, store=tmp_path, min_clients=3)
+    for item in uploads:
+        local_e.add(item)
+        stored_e.add(item)
+    assert stored_e.decryption_request().to_bytes() == local_e.decryption_request().to_bytes()
+    assert list(tmp_path.iterdir()) == []  # each upload's file is removed once summed (or refused)
+    with pytest.raises(ParameterError, match="store"):
+        ShardedAggregator(ctx, 7, client=client, store=tmp_path / "missing")
 
 
 def test_refusals_match_local(client, committee, updates) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead: he_agg.dask.ShardedAggregator on 1 and on W local Dask worker "
                              "processes beside a local Aggregator, same public-key uploads, one run "
                              "(needs pip install he_agg[dask])")
+    parser.add_argument("--dask-store", metavar="DIR", default=None,
+                        help="with --dask-workers: also time uploads handed to the workers through files in "
+                             "DIR (e.g. /dev/shm) instead of scatter")
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -574,11 +577,12 @@ def run_dask(args: argparse.Namespace) -> dict[str, Any]:
                                         max_clients=clients).to_bytes())
             bar.advance(task)
         configs = [("local_1t", 0), ("local", 0), ("dask_1", 1)] + ([(f"dask_{workers}", workers)] if workers > 1 else [])
+        transports = [("", None)] + ([("_store", args.dask_store)] if args.dask_store else [])
         task = bar.add_task(f"summing {clients} uploads: local, 1 and {workers} Dask workers",
-                            total=len(configs) * args.repeat)
+                            total=(2 + (len(configs) - 2) * len(transports)) * args.repeat)
         for name, n in configs:
-            runs[name] = []
             if n == 0:
+                runs[name] = []
                 threads = 1 if name == "local_1t" else kernels.thread_count()
                 with kernels.use_threads(threads):
                     for _ in range(args.repeat):
@@ -589,13 +593,15 @@ def run_dask(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             cluster, client = _dask_cluster(n, scratch)
             try:
-                def make(client: Any = client) -> Any:
-                    return ShardedAggregator(ctx, 1, client=client, retain=False)
-                _round_seconds(make, blobs, 1)  # warm-up: workers import he_agg
-                for _ in range(args.repeat):
-                    add_s, req_s, requests[name] = _round_seconds(make, blobs, clients)
-                    runs[name].append((add_s, req_s))
-                    bar.advance(task)
+                for suffix, store in transports:
+                    def make(client: Any = client, store: Any = store) -> Any:
+                        return ShardedAggregator(ctx, 1, client=client, retain=False, store=store)
+                    _round_seconds(make, blobs, 1)  # warm-up: workers import he_agg
+                    runs[name + suffix] = []
+                    for _ in range(args.repeat):
+                        add_s, req_s, requests[name + suffix] = _round_seconds(make, blobs, clients)
+                        runs[name + suffix].append((add_s, req_s))
+                        bar.advance(task)
             finally:
                 client.close()
                 cluster.close()
@@ -616,6 +622,9 @@ def _dask_report(args: argparse.Namespace, seed: int, runs: dict[str, list[tuple
         result[f"{name}_add_s"] = best[name][0]
         result[f"{name}_request_s"] = best[name][1]
         result[f"{name}_gb_per_s"] = gb / total[name]
+    if f"{many}_store" in total:
+        result["dask_store_speedup"] = total["dask_1_store"] / total[f"{many}_store"]
+        result["dask_store_vs_local_1t"] = total["local_1t"] / total[f"{many}_store"]
     result.update({
         "dask_speedup": total["dask_1"] / total[many],
         "dask_per_worker_gb_per_s": gb / total["dask_1"],
