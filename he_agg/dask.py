@@ -125,7 +125,7 @@ class _Shards:
 
     def __init__(self, client: Any, count: int, polys: int, params: Any, shards: int | None, threads: int,
                  store: str | None = None) -> None:
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = sorted(client.ncores())  # asked of the scheduler now (scheduler_info() may be stale)
         if not workers:
             raise AggregationError("the Dask cluster has no workers")
         self.client = client

@@ -46,6 +46,7 @@ def client(tmp_path_factory):  # type: ignore[no-untyped-def]
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))  # workers import he_agg
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     dask_client = Client(cluster)
+    dask_client.wait_for_workers(2, timeout=120)
     try:
         yield dask_client
     finally:

@@ -523,7 +523,9 @@ def _dask_cluster(workers: int, scratch: str) -> tuple[Any, Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return cluster, Client(cluster)
+    client = Client(cluster)
+    client.wait_for_workers(workers, timeout=300)
+    return cluster, client
 
 
 def _round_seconds(make: Callable[[], Any], blobs: Sequence[bytes], clients: int) -> tuple[float, float, bytes]:
