@@ -132,13 +132,18 @@ class Aggregator:
                                        f"{self.layout.packing!r} ({self.layout.ciphertexts(params)} ciphertexts): "
                                        "a round never mixes slot and dense packing")
         digest = view_digest(view, params)
-        accumulator = self._accumulator or CiphertextBatch.zeros(params, view.length, self.layout.packing)
-        accumulator.accumulate([view])  # range-checks as it adds; untouched on error
-        self._accumulator = accumulator
+        self._sum(view)  # range-checks as it adds; untouched on error
         self._contributions[who] = digest
         if self._retain:
             self._retained[who] = submission
         return Contribution(who, digest)
+
+    def _sum(self, view: ResidueView) -> None:
+        """Add one admitted view to the running sum, all or nothing (he_agg.dask sums it on workers)."""
+        assert self.layout is not None
+        accumulator = self._accumulator or CiphertextBatch.zeros(self.context.params, view.length, self.layout.packing)
+        accumulator.accumulate([view])
+        self._accumulator = accumulator
 
     def _open(self, submission: Submission, client_id: str | None) -> tuple[str, Layout | None, ResidueView]:
         params = self.context.params
@@ -304,9 +309,7 @@ class EnrolledAggregator:
             layout = upload.layout
             if self.layout is not None:
                 check_layout(layout, self.layout)
-            self._accumulator = C0Accumulator(self.context.params, layout.length, committee_id=self.context.committee_id,
-                                              epoch=self.epoch, round_id=self.round_id, layout=self.layout or layout,
-                                              verify_key=self._keys)
+            self._accumulator = self._new_accumulator(C0Accumulator, self.layout or layout)
         ticket = self._accumulator.add(upload)
         self.layout = self._accumulator.layout
         if self._store is not None:
@@ -317,6 +320,11 @@ class EnrolledAggregator:
                 self._resume()  # the in-memory sum already holds the upload: reload what is durable
                 raise
         return ticket
+
+    def _new_accumulator(self, kind: Any, layout: Layout) -> Any:
+        """The round's c0 accumulator (``kind``: C0Accumulator, or he_agg.dask's sharded subclass)."""
+        return kind(self.context.params, layout.length, committee_id=self.context.committee_id, epoch=self.epoch,
+                    round_id=self.round_id, layout=layout, verify_key=self._keys)
 
     # -- crash safety ------------------------------------------------------------------------
 

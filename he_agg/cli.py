@@ -32,6 +32,7 @@ __all__ = ["COMMANDS", "GROUPS", "build_parser", "main"]
 #: Command words -> implementing module. One line per command.
 COMMANDS: dict[tuple[str, ...], str] = {
     ("bench", "aggregate"): "he_agg.bench.aggregate",
+    ("bench", "all"): "he_agg.bench.all",
     ("bench", "decrypt"): "he_agg.bench.decrypt",
     ("bench", "e2e"): "he_agg.bench.e2e",
     ("bench", "memory"): "he_agg.bench.memory",

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the plaintext data only (keys and encryption noise "
                              "are always fresh); default: random, reported in the output")
+    parser.add_argument("--dask-workers", type=common.positive_int, default=None, metavar="W",
+                        help="instead: he_agg.dask.ShardedAggregator on 1 and on W local Dask worker "
+                             "processes beside a local Aggregator, same public-key uploads, one run "
+                             "(needs pip install he_agg[dask])")
+    parser.add_argument("--dask-store", metavar="DIR", default=None,
+                        help="with --dask-workers: also time uploads handed to the workers through files in "
+                             "DIR (e.g. /dev/shm) instead of scatter")
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -314,6 +321,8 @@ def _time_he_agg(backends: Sequence[str], inputs: Sequence[object], params: Para
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up the inputs, time every method side by side and return the figures."""
+    if getattr(args, "dask_workers", None):
+        return run_dask(args)
     import tenseal as ts
 
     from he_agg.hazmat import kernels
@@ -436,6 +445,9 @@ def _title(result: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> Any:
     """The human-readable view: one row per method, then the derived figures."""
+    if "dask_workers" in result:
+        return common.key_value_table(result, f"Sharded summing on Dask: {result['clients']} clients x "
+                                              f"{result['values']:,} values")
     from rich.console import Group
     from rich.table import Table
 
@@ -465,6 +477,9 @@ def render(result: dict[str, Any]) -> Any:
 def plot(result: dict[str, Any], path: str) -> None:
     """A horizontal bar chart of seconds per method, annotated with residue GB/s."""
     plt = common.require_matplotlib()
+    if "dask_workers" in result:
+        _plot_dask(result, path, plt)
+        return
     colors = {"tenseal": "#9e9e9e", "native": "#1f77b4", "numba": "#6baed6", "floor": "#2ca02c"}
     rows = [(_LABELS[m], result[f"{m}_s"], colors[m]) for m in METHODS if result[f"{m}_s"] is not None]
     rows.insert(2, ("native: kernel only", result["kernel_s"], "#aec7e8"))  # after native
@@ -481,4 +496,159 @@ def plot(result: dict[str, Any], path: str) -> None:
     ax.set_title(_title(result), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- Dask scale-out (--dask-workers) ---------------------------------------------------------------
+
+
+def _dask_cluster(workers: int, scratch: str) -> tuple[Any, Any]:
+    """A LocalCluster of ``workers`` single-threaded processes that can import this he_agg, and its client."""
+    import os
+    from pathlib import Path
+
+    from distributed import Client, LocalCluster
+
+    import he_agg
+
+    root = str(Path(he_agg.__file__).resolve().parent.parent)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DASK_TEMPORARY_DIRECTORY")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, saved["PYTHONPATH"]]))
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = scratch
+    try:  # the worker processes inherit the environment when they start
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    client = Client(cluster)
+    client.wait_for_workers(workers, timeout=300)
+    return cluster, client
+
+
+def _round_seconds(make: Callable[[], Any], blobs: Sequence[bytes], clients: int) -> tuple[float, float, bytes]:
+    """One round: seconds adding ``clients`` uploads (renamed copies of ``blobs``, renaming untimed),
+    seconds issuing the request (the sharded sums gathered), and the request's bytes."""
+    import time
+
+    from he_agg.bench.e2e import _renamed
+
+    aggregator = make()
+    adding = 0.0
+    for k in range(clients):
+        blob = _renamed(blobs[k % len(blobs)], k)
+        start = time.perf_counter()
+        aggregator.add(blob)
+        adding += time.perf_counter() - start
+        del blob
+    start = time.perf_counter()
+    request = aggregator.decryption_request()
+    return adding, time.perf_counter() - start, request.to_bytes()
+
+
+def run_dask(args: argparse.Namespace) -> dict[str, Any]:
+    """A local Aggregator (1 summing thread and all) vs ShardedAggregator on 1 and on W Dask workers,
+    side by side in one run, on the same public-key uploads; requests checked byte-identical."""
+    import tempfile
+
+    import he_agg
+    from he_agg.dask import ShardedAggregator
+    from he_agg.hazmat import kernels
+
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise common.BenchError("--dask-workers needs dask: pip install he_agg[dask]") from None
+    clients, values, workers = args.clients, args.values, args.dask_workers
+    distinct = min(clients, 2)
+    common.check_memory(_memory_needed(distinct + 2, values, AGGREGATION, "he_agg"), "lower --values")
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
+    rng = np.random.default_rng(seed)
+    runs: dict[str, list[tuple[float, float]]] = {}
+    requests: dict[str, bytes] = {}
+    with common.make_progress(common.progress_wanted(args.json)) as bar, \
+            tempfile.TemporaryDirectory(prefix="he_agg-dask-") as scratch:
+        committee = he_agg.Committee.dealer_free(3, 2, AGGREGATION)
+        ctx = committee.public_context
+        task = bar.add_task("encrypting (public-key)", total=distinct)
+        blobs = []
+        for i in range(distinct):
+            blobs.append(he_agg.encrypt(ctx, rng.uniform(-1, 1, values), client_id=f"c{i}", round_id=1,
+                                        max_clients=clients).to_bytes())
+            bar.advance(task)
+        configs = [("local_1t", 0), ("local", 0), ("dask_1", 1)] + ([(f"dask_{workers}", workers)] if workers > 1 else [])
+        transports = [("", None)] + ([("_store", args.dask_store)] if args.dask_store else [])
+        task = bar.add_task(f"summing {clients} uploads: local, 1 and {workers} Dask workers",
+                            total=(2 + (len(configs) - 2) * len(transports)) * args.repeat)
+        for name, n in configs:
+            if n == 0:
+                runs[name] = []
+                threads = 1 if name == "local_1t" else kernels.thread_count()
+                with kernels.use_threads(threads):
+                    for _ in range(args.repeat):
+                        add_s, req_s, requests[name] = _round_seconds(
+                            lambda: he_agg.Aggregator(ctx, 1, retain=False), blobs, clients)
+                        runs[name].append((add_s, req_s))
+                        bar.advance(task)
+                continue
+            cluster, client = _dask_cluster(n, scratch)
+            try:
+                for suffix, store in transports:
+                    def make(client: Any = client, store: Any = store) -> Any:
+                        return ShardedAggregator(ctx, 1, client=client, retain=False, store=store)
+                    _round_seconds(make, blobs, 1)  # warm-up: workers import he_agg
+                    runs[name + suffix] = []
+                    for _ in range(args.repeat):
+                        add_s, req_s, requests[name + suffix] = _round_seconds(make, blobs, clients)
+                        runs[name + suffix].append((add_s, req_s))
+                        bar.advance(task)
+            finally:
+                client.close()
+                cluster.close()
+    return _dask_report(args, seed, runs, requests, len(blobs[0]), workers)
+
+
+def _dask_report(args: argparse.Namespace, seed: int, runs: dict[str, list[tuple[float, float]]],
+                 requests: dict[str, bytes], upload_bytes: int, workers: int) -> dict[str, Any]:
+    """The flat result of ``--dask-workers``: per configuration, the best round (add + request)."""
+    best = {name: min(runs[name], key=sum) for name in runs}
+    total = {name: sum(best[name]) for name in best}
+    gb = args.clients * upload_bytes / 1e9
+    many = f"dask_{workers}" if workers > 1 else "dask_1"
+    result: dict[str, Any] = {"clients": args.clients, "values": args.values, "dask_workers": workers,
+                              "repeat": args.repeat, "seed": seed, "upload_bytes": upload_bytes}
+    for name in best:
+        result[f"{name}_s"] = total[name]
+        result[f"{name}_add_s"] = best[name][0]
+        result[f"{name}_request_s"] = best[name][1]
+        result[f"{name}_gb_per_s"] = gb / total[name]
+    if f"{many}_store" in total:
+        result["dask_store_speedup"] = total["dask_1_store"] / total[f"{many}_store"]
+        result["dask_store_vs_local_1t"] = total["local_1t"] / total[f"{many}_store"]
+    result.update({
+        "dask_speedup": total["dask_1"] / total[many],
+        "dask_per_worker_gb_per_s": gb / total["dask_1"],
+        "dask_vs_local_1t": total["local_1t"] / total[many],
+        "requests_identical": len(set(requests.values())) == 1,
+        "under_load_note": "wall-clock on a shared machine: other processes compete for the same cores",
+        **common.machine_info(),
+        "he_agg_version": common.he_agg_version(),
+    })
+    return result
+
+
+def _plot_dask(result: dict[str, Any], path: str, plt: Any) -> None:
+    """Seconds per configuration of ``--dask-workers``."""
+    names = [k[:-2] for k in result if k.endswith("_s") and k.startswith(("local", "dask_"))
+             and not k.endswith(("_add_s", "_request_s"))]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ax.barh(names, [result[f"{n}_s"] for n in names], color="#1f77b4")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per round (add every upload + issue the request)")
+    ax.set_title(f"{result['clients']} clients x {result['values']:,} values: Dask speed-up "
+                 f"{result['dask_speedup']:.2f}x", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
