@@ -36,16 +36,9 @@ import numpy as np
 from he_agg.aggregator import Aggregator, EnrolledAggregator
 from he_agg.ciphertext import CiphertextBatch
 from he_agg.context import EnrolledContext
-from he_agg.errors import (
-    AggregationError,
-    DuplicateContributionError,
-    FormatError,
-    HeAggError,
-    ParameterError,
-    ParameterMismatchError,
-)
+from he_agg.errors import AggregationError, FormatError, HeAggError, ParameterError
 from he_agg.hazmat.wire.packed import PackedView
-from he_agg.packing import Layout, PackingMismatchError, check_layout
+from he_agg.packing import Layout
 
 __all__ = ["ShardedAggregator", "shard_bounds"]
 
@@ -292,10 +285,10 @@ def _sharded_c0_type() -> type:
     global _SHARDED_C0
     if _SHARDED_C0 is not None:
         return _SHARDED_C0
-    from he_agg.enrolled import C0Accumulator, EnrolledUpload, open_upload
+    from he_agg.enrolled import C0Accumulator
 
     class ShardedC0Accumulator(C0Accumulator):
-        """The same checks as :meth:`C0Accumulator.add`, in the same order; the sum happens on the shards."""
+        """:class:`C0Accumulator` whose every check runs in the driver; the sum happens on the shards."""
 
         shards: _Shards | None = None
         _gathered: int = -1
@@ -313,39 +306,14 @@ def _sharded_c0_type() -> type:
             view.flags.writeable = False
             return view
 
-        def add(self, upload: Any) -> Any:
+        def _sum(self, c0: Any) -> None:
             assert self.shards is not None
-            if isinstance(upload, EnrolledUpload):
-                if upload.params != self.params:
-                    raise ParameterMismatchError("the upload was made under other parameters")
-                ticket, layout, c0 = upload.ticket, upload.layout, upload.c0
-                self._check_ticket(ticket)
-                if self._verify_key is not None:
-                    ticket.verify(self._verify_key)
-            else:
-                ticket, layout, c0, _ = open_upload(upload, self.params, self.committee_id, verify_key=self._verify_key,
-                                                    epoch=self.epoch, round_id=self.round_id, check=False)
-            if ticket.client_id in self._tickets:
-                raise DuplicateContributionError(f"client {ticket.client_id!r} already contributed to round "
-                                                 f"{self.round_id}")
-            if layout.packing != self.packing:
-                raise PackingMismatchError(f"client {ticket.client_id!r} packed its update as {layout.packing!r}; "
-                                           f"this round is packed as {self.packing!r}")
-            if layout.length != self.length:
-                raise ParameterMismatchError(f"client {ticket.client_id!r} sent {layout.length} slots; the round "
-                                             f"expects {self.length}")
-            if self.layout is not None:
-                check_layout(layout, self.layout)
             if isinstance(c0, PackedView):
                 self.shards.add(c0.buffer, c0.offsets, True)
             else:
                 c0 = np.ascontiguousarray(c0)
                 step = np.uint64(c0[0].nbytes)
                 self.shards.add(c0, np.arange(c0.shape[0], dtype=np.uint64) * step, False)
-            if self.layout is None:
-                self.layout = layout
-            self._tickets[ticket.client_id] = ticket
-            return ticket
 
     _SHARDED_C0 = ShardedC0Accumulator
     return _SHARDED_C0

@@ -559,16 +559,21 @@ class C0Accumulator:
                                          f"expects {self.length}")
         if self.layout is not None:
             check_layout(layout, self.layout)
-        if isinstance(c0, packed_wire.PackedView):  # unpacked inside the summing pass
-            kernels.sum_packed(self._acc, [(c0.buffer, c0.offsets)], self.params.data_moduli)  # untouched on error
-        else:
-            step = np.uint64(c0[0].nbytes)
-            offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
-            kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)  # untouched on error
+        self._sum(c0)
         if self.layout is None:
             self.layout = layout
         self._tickets[ticket.client_id] = ticket
         return ticket
+
+    def _sum(self, c0: np.ndarray | packed_wire.PackedView) -> None:
+        """Add validated-layout residues to the sum, range-checked in the same pass; the sum
+        is untouched on error (he_agg.dask overrides this to sum on its shards)."""
+        if isinstance(c0, packed_wire.PackedView):  # unpacked inside the summing pass
+            kernels.sum_packed(self._acc, [(c0.buffer, c0.offsets)], self.params.data_moduli)
+        else:
+            step = np.uint64(c0[0].nbytes)
+            offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
+            kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)
 
     def _check_ticket(self, ticket: Ticket) -> None:
         if ticket.committee_id != self.committee_id:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .ciphertext import CiphertextBatch, view_from_meta
 from .context import MAX_PARTIES, PublicContext
-from .errors import FormatError, HeAggError, ShareBindingError
+from .errors import FormatError, ShareBindingError
 from .hazmat.wire import seal
 from .hazmat.wire.envelope import Kind, Meta, body_words, open_envelope, seal_envelope
 
