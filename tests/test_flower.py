@@ -125,3 +125,150 @@ def _simulate(tmp_path: Path, ray_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     print(f"max |encrypted - plaintext FedAvg| per round: {errors}, bound {bound:.2e}")
     final = outcome["result"].arrays
     assert np.array_equal(final["w"].numpy(), recorder.received[ROUNDS][0]["arrays"]["w"])
+
+
+# -- the same protocol in one process (no Ray): a grid that calls the ClientApp directly ----
+
+
+class DirectGrid:
+    """A Flower Grid stand-in: each message runs the node's ClientApp in this process;
+    exceptions come back as error replies, as in Flower. ``tamper`` may rewrite a reply."""
+
+    def __init__(self, app: Any, nodes: int, tamper: Any = None) -> None:
+        from flwr.app import Context, RecordDict
+
+        self.app, self.tamper = app, tamper
+        self.contexts = {1000 + k: Context(run_id=1, node_id=1000 + k, state=RecordDict(), run_config={},
+                                           node_config={"partition-id": k, "num-partitions": nodes})
+                         for k in range(nodes)}
+        self.sent: list[str] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Any]:
+        from flwr.app import Error, Message
+
+        replies = []
+        for msg in messages:
+            self.sent.append(msg.metadata.message_type)
+            try:
+                reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
+            except Exception as exc:  # Flower turns a ClientApp exception into an error reply
+                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+            replies.append(self.tamper(msg, reply) if self.tamper else reply)
+        return replies
+
+
+@pytest.fixture()
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 0)):  # as a ServerApp process has them
+        monkeypatch.setattr(TaskIdentity, name, value)
+    monkeypatch.setenv("HE_AGG_FLOWER_STATE_ROOT", str(tmp_path / "state"))
+    monkeypatch.setenv("HE_AGG_FLOWER_MEMBERS", str(MEMBERS))
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from he_agg_flower_example import client_app, server_app, task
+
+    return client_app, server_app, task
+
+
+def _run_direct(example: Any, recorder: RecordingFedAvg, tamper: Any = None, rounds: int = 2) -> DirectGrid:
+    from flwr.app import Context, RecordDict
+
+    client_app, server_app, _ = example
+    grid = DirectGrid(client_app.app, MEMBERS + CLIENTS + 1, tamper)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"num-server-rounds": rounds, "he-agg-clients": CLIENTS})
+    server_app.run(grid, context, inner=recorder)
+    return grid
+
+
+def test_direct_grid_runs_setup_and_rounds_and_the_strategy_sees_one_mean(example: Any) -> None:
+    _, _, task = example
+    recorder = RecordingFedAvg()
+    grid = _run_direct(example, recorder)
+    parts = [task.load_partition(k, CLIENTS + 1) for k in range(CLIENTS + 1)]
+    sizes = np.array([len(y) for _, y in parts], dtype=float)
+    for r in (1, 2):
+        (got,) = recorder.received[r]
+        local = [task.train(recorder.sent[r], x, y, EPOCHS) for x, y in parts]
+        plain = np.average([np.concatenate([m["w"], m["b"]]) for m in local], axis=0, weights=sizes)
+        flat = np.concatenate([got["arrays"]["w"], got["arrays"]["b"]])
+        assert np.abs(flat - plain).max() <= _mean_bound(sizes.sum(), task.FEATURES + 2, float(np.abs(plain).max()))
+    # Set-up and release travel as he_agg queries; train messages go to the 5 clients only.
+    assert grid.sent.count("train") == 2 * (CLIENTS + 1)
+    assert {"query.he_agg_role", "query.he_agg_join", "query.he_agg_deal", "query.he_agg_accept",
+            "query.he_agg_confirm", "query.he_agg_approve", "query.he_agg_decrypt"} <= set(grid.sent)
+
+
+def test_a_bad_upload_is_left_out_and_the_round_still_releases(example: Any) -> None:
+    from flwr.app import ConfigRecord, RecordDict
+
+    def tamper(msg: Any, reply: Any) -> Any:
+        if msg.metadata.message_type == "train" and msg.metadata.dst_node_id == 1000 + MEMBERS:
+            blob = bytearray(reply.content["he_agg"]["upload"])
+            blob[-1] ^= 1
+            reply.content = RecordDict({"he_agg": ConfigRecord({"upload": bytes(blob)})})
+        return reply
+
+    recorder = RecordingFedAvg()
+    _run_direct(example, recorder, tamper, rounds=1)
+    (got,) = recorder.received[1]
+    _, _, task = example
+    sizes = [len(task.load_partition(k, CLIENTS + 1)[1]) for k in range(1, CLIENTS + 1)]
+    assert got["metrics"]["num-examples"] == pytest.approx(sum(sizes), abs=1e-6)  # client 0 left out
+
+
+def test_too_few_clients_release_nothing(example: Any) -> None:
+    def drop(msg: Any, reply: Any) -> Any:
+        from flwr.app import Error, Message
+
+        if msg.metadata.message_type == "train" and msg.metadata.dst_node_id > 1000 + MEMBERS + 1:
+            return Message(Error(code=0, reason="offline"), reply_to=msg)
+        return reply
+
+    recorder = RecordingFedAvg()
+    _run_direct(example, recorder, drop, rounds=1)
+    assert 1 not in recorder.received  # the wrapped strategy was never asked: nothing was decrypted
+
+
+def test_node_roles_from_partition_id_and_from_node_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.app import Context, RecordDict
+
+    from he_agg.errors import UsageError
+    from he_agg.flower import node_role
+
+    def ctx(node_config: dict[str, Any], run_config: dict[str, Any] | None = None) -> Any:
+        return Context(run_id=5, node_id=9, node_config=node_config, state=RecordDict(), run_config=run_config or {})
+
+    monkeypatch.delenv("HE_AGG_FLOWER_STATE_ROOT", raising=False)
+    with pytest.raises(UsageError):
+        node_role(ctx({"partition-id": 0, "num-partitions": 7}))
+    run = {"he-agg-state-root": str(tmp_path), "he-agg-members": 3}
+    member = node_role(ctx({"partition-id": 2, "num-partitions": 7}, run))
+    client = node_role(ctx({"partition-id": 3, "num-partitions": 7}, run))
+    assert (member.kind, member.index, member.state_dir) == ("member", 2, tmp_path / "node-2" / "run-5")
+    assert (client.kind, client.index, client.partitions, client.client_id) == ("client", 0, 4, "client-0")
+    deployed = node_role(ctx({"role": "member", "member-index": 1, "state-dir": str(tmp_path)}))
+    assert (deployed.kind, deployed.index, deployed.simulated) == ("member", 1, False)
+    for bad in ({"role": "member", "state-dir": str(tmp_path)}, {"role": "chair", "state-dir": "x"},
+                {"role": "member", "member-index": -1, "state-dir": "x"}, {"role": "client"}, {}):
+        with pytest.raises(UsageError):
+            node_role(ctx(bad))
+
+
+def test_records_refuse_wrong_types() -> None:
+    from flwr.app import ConfigRecord, RecordDict
+
+    from he_agg.errors import FormatError
+    from he_agg.flower import _records as rec
+
+    record = rec.record_of(rec.pack(a=b"x", n=3, s="t", l=[b"1"]), "test")
+    assert rec.field_bytes(record, "a", "t") == b"x" and rec.field_int(record, "n", "t") == 3
+    for call in (lambda: rec.field_bytes(record, "n", "t"), lambda: rec.field_int(record, "a", "t"),
+                 lambda: rec.field_text(record, "missing", "t"), lambda: rec.field_list(record, "l", "t", str),
+                 lambda: rec.record_of(RecordDict({"other": ConfigRecord({})}), "t")):
+        with pytest.raises(FormatError):
+            call()

@@ -27,7 +27,7 @@ from ..requests import EnrolledRequest
 from . import _records as rec
 from ._roles import Role, node_role
 
-__all__ = ["QUERIES", "install", "encrypted_train_mod", "encrypt_reply", "DEFAULT_MAX_CLIENTS", "EPOCH"]
+__all__ = ["QUERIES", "install", "load_identity", "encrypted_train_mod", "encrypt_reply", "DEFAULT_MAX_CLIENTS", "EPOCH"]
 
 log = logging.getLogger("he_agg.flower")
 
@@ -214,6 +214,22 @@ def _decrypt(role: Role, record: Any, context: Any) -> Any:
 # -- handlers: training clients -----------------------------------------------------------
 
 
+def load_identity(directory: Path, *, passphrase: bytes | None = None, create: bool = True) -> PartyIdentity:
+    """The node's long-lived identity in ``directory``/identity (made on first use): a client
+    keeps one key across runs, so member operators can admit it from an allow-list."""
+    from ..hazmat.files import read_private, write_private
+
+    path = directory / _IDENTITY
+    if path.exists():
+        return PartyIdentity.from_private_bytes(read_private(path, passphrase=passphrase))
+    if not create:
+        raise UsageError(f"no identity in {directory}")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identity = PartyIdentity.generate()
+    write_private(path, identity.private_bytes(), passphrase=passphrase, insecure_plaintext=passphrase is None)
+    return identity
+
+
 def _enroll(role: Role, record: Any, context: Any) -> Any:
     """Create this client's enrollment for the committee; its dealing goes to every member."""
     ctx = _save_context(role, rec.field_bytes(record, "context", "he_agg_enroll"))
@@ -221,7 +237,8 @@ def _enroll(role: Role, record: Any, context: Any) -> Any:
     if path.exists():
         client = _client(role)
     else:
-        client = EnrolledClient.create(ctx, role.client_id, EPOCH)
+        identity = load_identity(role.state_dir.parent, passphrase=_secret_args(role).get("passphrase"))
+        client = EnrolledClient.create(ctx, role.client_id, EPOCH, identity=identity)
         client.save(path, insecure_plaintext="passphrase" not in _secret_args(role), **_secret_args(role))
         _cache[(str(role.state_dir), _CLIENT)] = client
     return rec.pack(**{"client-id": client.client_id, "public-key": client.public_key, "dealing": client.dealing()})
