@@ -66,6 +66,7 @@ def _mean_bound(total_weight: float, values: int, mean_abs: float) -> float:
     return (bound + mean_abs * bound) / (total_weight - bound)
 
 
+@pytest.mark.slow  # ~35-45 s on 2 loaded cores (Ray start-up); the in-process grid tests below are the fast variant
 def test_encrypted_fedavg_in_a_flower_simulation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray's socket paths must stay under 107 bytes: a short directory of our own, removed after.
     ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -272,3 +273,22 @@ def test_records_refuse_wrong_types() -> None:
                  lambda: rec.record_of(RecordDict({"other": ConfigRecord({})}), "t")):
         with pytest.raises(FormatError):
             call()
+
+
+def test_members_do_not_train_and_clients_do_not_decrypt(example: Any) -> None:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from he_agg.flower._records import pack
+
+    client_app, _, _ = example
+    grid = DirectGrid(client_app.app, MEMBERS + CLIENTS)
+    content = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(30)), "b": Array(np.zeros(1))}),
+                          "config": ConfigRecord({"server-round": 1})})
+    to_member = Message(content, 1000, "train")
+    to_client = Message(pack(request=b"x", certificate=b"y"), 1000 + MEMBERS, "query.he_agg_decrypt")
+    not_set_up = Message(pack(request=b"x"), 1001, "query.he_agg_approve")
+    replies = grid.send_and_receive([to_member, to_client, not_set_up])
+    reasons = [r.error.reason for r in replies]
+    assert "UsageError: a committee member does not train" in reasons[0]
+    assert "UsageError: a client node does not answer query.he_agg_decrypt" in reasons[1]
+    assert "no committee context" in reasons[2]

@@ -12,7 +12,7 @@ import numpy as np
 from ..aggregator import Aggregator
 from ..context import EnrolledContext
 from ..enrolled import key_lookup
-from ..errors import EnrollmentError, HeAggError, QuorumError, TooFewContributorsError, UsageError
+from ..errors import EnrollmentError, HeAggError, QuorumError, UsageError
 from ..hazmat.replicated import MAX_MEMBERS
 from ..params import ENROLLED
 from ..quorum import QuorumCertificate, quorum_size
@@ -209,19 +209,20 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
         return aggregator
 
     def _release(self, server_round: int, aggregator: Any) -> Any:
+        """τ_r to every member, a quorum certificate of their approvals, shares from the active set."""
         assert self.context is not None
         active = list(range(self.threshold))
         issued = aggregator.decryption_request(active_sets=[active])
         request = issued.to_bytes()
-        approvals = self._ask(grid := self._grid, {n: rec.pack(request=request) for n in self.member_nodes},
+        approvals = self._ask(self._grid, {n: rec.pack(request=request) for n in self.member_nodes},
                               "he_agg_approve", require_all=False)
         needed = quorum_size(self.context.parties, self.context.colluders)
         if len(approvals) < needed:
-            raise QuorumError(f"{len(approvals)} approvals, {needed} needed")
-        parsed = [rec.field_bytes(r, "approval", "approve") for r in approvals.values()]
-        certificate = QuorumCertificate.collect(issued.round_id, issued.digest, parsed).to_bytes()
-        shares = self._ask(grid, {self.member_nodes[i]: rec.pack(request=request, certificate=certificate)
-                                  for i in active}, "he_agg_decrypt")
+            raise QuorumError(f"round {server_round}: {len(approvals)} approvals, {needed} needed")
+        signed = [rec.field_bytes(r, "approval", "approve") for r in approvals.values()]
+        certificate = QuorumCertificate.collect(issued.round_id, issued.digest, signed).to_bytes()
+        asks = {self.member_nodes[i]: rec.pack(request=request, certificate=certificate) for i in active}
+        shares = self._ask(self._grid, asks, "he_agg_decrypt")
         return aggregator.finalize([rec.field_bytes(r, "share", "decrypt") for r in shares.values()])
 
     # -- transport ----------------------------------------------------------------------------
