@@ -198,6 +198,15 @@ def test_direct_grid_runs_setup_and_rounds_and_the_strategy_sees_one_mean(exampl
         plain = np.average([np.concatenate([m["w"], m["b"]]) for m in local], axis=0, weights=sizes)
         flat = np.concatenate([got["arrays"]["w"], got["arrays"]["b"]])
         assert np.abs(flat - plain).max() <= _mean_bound(sizes.sum(), task.FEATURES + 2, float(np.abs(plain).max()))
+    # Each node's directory holds only its own key material, private to its owner.
+    state = Path(os.environ["HE_AGG_FLOWER_STATE_ROOT"])
+    for k in range(MEMBERS + CLIENTS + 1):
+        run = state / f"node-{k}" / "run-1"
+        names = {p.name for p in run.iterdir()}
+        own = {"identity", "member", "member.state"} if k < MEMBERS else {"client", "client.rounds"}
+        assert own <= names and not ({"identity", "member", "client"} - own) & names, (k, names)
+        for name in own - {"member.state", "client.rounds"}:
+            assert (run / name).stat().st_mode & 0o077 == 0
     # Set-up and release travel as he_agg queries; train messages go to the 5 clients only.
     assert grid.sent.count("train") == 2 * (CLIENTS + 1)
     assert {"query.he_agg_role", "query.he_agg_join", "query.he_agg_deal", "query.he_agg_accept",
