@@ -6,6 +6,7 @@ into one encrypted upload, so the server never sees this client's arrays or metr
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -16,7 +17,7 @@ from .task import evaluate, load_partition, train
 app = install(ClientApp(mods=[encrypted_train_mod]))
 
 
-def _data(context: Context):
+def _data(context: Context) -> tuple[np.ndarray, np.ndarray]:
     role = node_role(context)
     return load_partition(role.index, role.partitions)
 
@@ -27,7 +28,8 @@ def train_fn(msg: Message, context: Context) -> Message:
     model = {key: array.numpy() for key, array in msg.content["arrays"].items()}
     epochs = int(context.run_config.get("local-epochs", 20))
     local = train(model, x, y, epochs)
-    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in local.items()}), "metrics": MetricRecord({"num-examples": len(y)})})
+    arrays = ArrayRecord({key: Array(value) for key, value in local.items()})
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(y)})})
     return Message(content, reply_to=msg)
 
 

@@ -25,7 +25,8 @@ def make_strategy(context: Context, inner: Any = None) -> EncryptedFedAvg:
     inner = inner or FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
                             min_available_nodes=clients)
     return EncryptedFedAvg(inner, members=_get(context, "he-agg-members", 3),
-                           threshold=_get(context, "he-agg-threshold", 2), min_train_nodes=clients)
+                           threshold=_get(context, "he-agg-threshold", 2), min_train_nodes=clients,
+                           max_clients=_get(context, "he-agg-max-clients", 100))
 
 
 def run(grid: Grid, context: Context, inner: Any = None) -> Any:
