@@ -175,13 +175,14 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return client_app, server_app, task
 
 
-def _run_direct(example: Any, recorder: RecordingFedAvg, tamper: Any = None, rounds: int = 2) -> DirectGrid:
+def _run_direct(example: Any, recorder: RecordingFedAvg, tamper: Any = None, rounds: int = 2,
+                mode: str = "enrolled") -> DirectGrid:
     from flwr.app import Context, RecordDict
 
     client_app, server_app, _ = example
     grid = DirectGrid(client_app.app, MEMBERS + CLIENTS + 1, tamper)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                      run_config={"num-server-rounds": rounds, "he-agg-clients": CLIENTS})
+                      run_config={"num-server-rounds": rounds, "he-agg-clients": CLIENTS, "he-agg-mode": mode})
     server_app.run(grid, context, inner=recorder)
     return grid
 
@@ -211,6 +212,35 @@ def test_direct_grid_runs_setup_and_rounds_and_the_strategy_sees_one_mean(exampl
     assert grid.sent.count("train") == 2 * (CLIENTS + 1)
     assert {"query.he_agg_role", "query.he_agg_join", "query.he_agg_deal", "query.he_agg_accept",
             "query.he_agg_confirm", "query.he_agg_approve", "query.he_agg_decrypt"} <= set(grid.sent)
+
+
+def test_public_key_mode_keygen_and_rounds_over_messages(example: Any) -> None:
+    """Dealer-free key generation relayed as messages (each member replays its rounds from a
+    sealed checkpoint), TenSEAL uploads, members re-summing the uploads before they answer."""
+    from he_agg.context import PublicContext
+    from he_agg.params import AGGREGATION
+
+    _, _, task = example
+    recorder = RecordingFedAvg()
+    grid = _run_direct(example, recorder, rounds=1, mode="public-key")
+    assert {"query.he_agg_keygen1", "query.he_agg_keygen2", "query.he_agg_keygen3", "query.he_agg_keygen_finish",
+            "query.he_agg_public"} <= set(grid.sent) and "query.he_agg_enroll" not in grid.sent
+    parts = [task.load_partition(k, CLIENTS + 1) for k in range(CLIENTS + 1)]
+    sizes = np.array([len(y) for _, y in parts], dtype=float)
+    (got,) = recorder.received[1]
+    local = [task.train(recorder.sent[1], x, y, EPOCHS) for x, y in parts]
+    plain = np.average([np.concatenate([m["w"], m["b"]]) for m in local], axis=0, weights=sizes)
+    flat = np.concatenate([got["arrays"]["w"], got["arrays"]["b"]])
+    state = Path(os.environ["HE_AGG_FLOWER_STATE_ROOT"])
+    ctx = PublicContext.from_bytes((state / "node-0" / "run-1" / "public-context").read_bytes(), AGGREGATION)
+    values = task.FEATURES + 2  # w, b and the weight slot: one ciphertext
+    sum_bound = ctx.noise_model().error_bound(CLIENTS + 1, ctx.params.n, THRESHOLD, values)
+    bound = (sum_bound + float(np.abs(plain).max()) * sum_bound) / (sizes.sum() - sum_bound)
+    assert got["metrics"]["num-examples"] == pytest.approx(sizes.sum(), abs=sum_bound)
+    assert np.abs(flat - plain).max() <= bound
+    for k in range(MEMBERS):  # the round-1 secret is erased once the key share exists
+        run = state / f"node-{k}" / "run-1"
+        assert (run / "keyshare").exists() and not (run / "keygen-checkpoint").exists()
 
 
 def test_a_bad_upload_is_left_out_and_the_round_still_releases(example: Any) -> None:

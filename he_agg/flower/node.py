@@ -17,13 +17,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..context import EnrolledContext
+from ..context import EnrolledContext, PublicContext
 from ..enrolled import EnrolledClient
 from ..errors import EnrollmentError, FormatError, HeAggError, UsageError
 from ..identity import PartyIdentity
 from ..member import EnrolledMember, EnrolledPolicy
-from ..params import ENROLLED
-from ..requests import EnrolledRequest
+from ..params import AGGREGATION, ENROLLED
+from ..requests import DecryptionRequest, EnrolledRequest
 from . import _records as rec
 from ._roles import Role, node_role
 
@@ -35,6 +35,7 @@ EPOCH = 0
 DEFAULT_MAX_CLIENTS = 100
 DEFAULT_EPOCH_COEFFICIENTS = 1 << 24
 _CONTEXT, _IDENTITY, _MEMBER, _CLIENT = "context", "identity", "member", "client"
+_PUBLIC, _KEYSHARE, _CHECKPOINT = "public-context", "keyshare", "keygen-checkpoint"
 
 _cache: dict[tuple[str, str], Any] = {}  # per process: (state dir, kind) → loaded object
 
@@ -199,16 +200,150 @@ def _accept(role: Role, record: Any, context: Any) -> Any:
 
 
 def _approve(role: Role, record: Any, context: Any) -> Any:
+    if (role.state_dir / _KEYSHARE).exists():
+        share, request, contributions = _public_request(role, record, "he_agg_approve")
+        return rec.pack(approval=share.approve(request, contributions=contributions).to_bytes())
     member = _member(role)
     request = EnrolledRequest.from_bytes(rec.field_bytes(record, "request", "he_agg_approve"), member.context)
     return rec.pack(approval=member.approve(request).to_bytes())
 
 
 def _decrypt(role: Role, record: Any, context: Any) -> Any:
+    certificate = rec.field_bytes(record, "certificate", "he_agg_decrypt")
+    if (role.state_dir / _KEYSHARE).exists():
+        share, request, contributions = _public_request(role, record, "he_agg_decrypt")
+        return rec.pack(share=share.decryption_share(request, certificate, contributions=contributions).to_bytes())
     member = _member(role)
     request = EnrolledRequest.from_bytes(rec.field_bytes(record, "request", "he_agg_decrypt"), member.context)
-    certificate = rec.field_bytes(record, "certificate", "he_agg_decrypt")
     return rec.pack(share=member.decryption_share(request, certificate).to_bytes())
+
+
+# -- handlers: members, public-key mode (dealer-free key generation) -----------------------
+
+
+def _public_context(role: Role) -> PublicContext:
+    key = (str(role.state_dir), _PUBLIC)
+    if key not in _cache:
+        path = role.state_dir / _PUBLIC
+        if not path.exists():
+            raise UsageError("this node holds no public-key committee context (key generation not run)")
+        _cache[key] = PublicContext.from_bytes(path.read_bytes(), AGGREGATION)
+    return _cache[key]
+
+
+def _public_request(role: Role, record: Any, what: str) -> tuple[Any, DecryptionRequest, dict[str, bytes]]:
+    """The key share (loaded afresh: its budget lives on disk), the request and the uploads it names,
+    which the member re-sums before it approves or answers."""
+    from ..keyshare import KeyShare
+
+    context = _public_context(role)
+    share = KeyShare.load(role.state_dir / _KEYSHARE, context, **_secret_args(role))
+    request = DecryptionRequest.from_bytes(rec.field_bytes(record, "request", what), context)
+    ids = rec.field_list(record, "client-ids", what, str)
+    uploads = rec.field_list(record, "uploads", what, bytes)
+    if len(ids) != len(uploads) or len(set(ids)) != len(ids):
+        raise FormatError(f"{what}: client-ids and uploads must pair up, ids distinct")
+    return share, request, dict(zip(ids, uploads))
+
+
+def _keygen_config(role: Role, record: Any) -> Any:
+    from ..keygen import KeygenConfig
+
+    what = "he_agg_keygen1"
+    try:
+        return KeygenConfig(AGGREGATION, rec.field_int(record, "threshold", what),
+                            tuple(rec.field_list(record, "roster", what, bytes)), rec.field_bytes(record, "seed", what))
+    except ValueError as exc:
+        raise FormatError(f"{what}: {exc}") from None
+
+
+def _keygen_party(role: Role, rounds: int) -> Any:
+    """This member's key-generation party, replayed from its checkpoint through ``rounds`` done rounds."""
+    from ..hazmat.files import read_private
+    from ..keygen import KeygenParty
+
+    secret = _secret_args(role)
+    identity = PartyIdentity.from_private_bytes(read_private(role.state_dir / _IDENTITY, **secret))
+    from ..keygen import KeygenConfig
+
+    stored = _load_list(role, "keygen-config")
+    config = KeygenConfig(AGGREGATION, int.from_bytes(stored[0], "big"), tuple(stored[2:]), stored[1])
+    party = KeygenParty.resume(config, role.index, identity, read_private(role.state_dir / _CHECKPOINT, **secret))
+    if rounds >= 2:
+        party.round2(_load_list(role, "keygen-1"))
+    if rounds >= 3:
+        party.round3(_load_list(role, "keygen-2"))
+    return party
+
+
+def _save_list(role: Role, name: str, items: list[bytes]) -> None:
+    (role.state_dir / name).write_bytes(b"".join(len(m).to_bytes(4, "big") + m for m in items))
+
+
+def _load_list(role: Role, name: str) -> list[bytes]:
+    data, items, pos = (role.state_dir / name).read_bytes(), [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        items.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return items
+
+
+def _keygen1(role: Role, record: Any, context: Any) -> Any:
+    """Round 1 of dealer-free key generation; the round's secret state is checkpointed (sealed)."""
+    from ..keygen import KeygenParty
+
+    config = _keygen_config(role, record)
+    if (role.state_dir / _CHECKPOINT).exists():
+        return rec.pack(message=_keygen_party(role, 1).round1())
+    identity = _identity_of(role)
+    try:
+        party = KeygenParty(config, role.index, identity)
+    except ValueError as exc:
+        raise EnrollmentError(f"key generation refused: {exc}") from None
+    message = party.round1()
+    _save_list(role, "keygen-config", [config.threshold.to_bytes(2, "big"), config.seed, *config.roster])
+    _write_secret(role, role.state_dir / _CHECKPOINT, party.checkpoint())
+    return rec.pack(message=message)
+
+
+def _identity_of(role: Role) -> PartyIdentity:
+    from ..hazmat.files import read_private
+
+    return PartyIdentity.from_private_bytes(read_private(_state(role) / _IDENTITY, **_secret_args(role)))
+
+
+def _keygen2(role: Role, record: Any, context: Any) -> Any:
+    messages = rec.field_list(record, "messages", "he_agg_keygen2", bytes)
+    reply = _keygen_party(role, 1).round2(messages)
+    _save_list(role, "keygen-1", messages)
+    return rec.pack(message=reply)
+
+
+def _keygen3(role: Role, record: Any, context: Any) -> Any:
+    messages = rec.field_list(record, "messages", "he_agg_keygen3", bytes)
+    reply = _keygen_party(role, 2).round3(messages)
+    _save_list(role, "keygen-2", messages)
+    return rec.pack(message=reply)
+
+
+def _keygen_finish(role: Role, record: Any, context: Any) -> Any:
+    """Check the revealed pieces, save the key share, erase the checkpoint; the public context leaves."""
+    from ..keyshare import Policy
+
+    path = role.state_dir / _KEYSHARE
+    if not path.exists():
+        messages = rec.field_list(record, "messages", "he_agg_keygen_finish", bytes)
+        policy = _policy(role, context)
+        budget = context.run_config.get("he-agg-budget", 64)
+        share = _keygen_party(role, 3).finish(messages, Policy(min_clients=policy.min_clients, budget=int(budget),
+                                                               max_clients=policy.max_clients))
+        secret = _secret_args(role)
+        share.save(path, insecure_plaintext="passphrase" not in secret, **secret)
+        (role.state_dir / _PUBLIC).write_bytes(share.context.to_bytes())
+        (role.state_dir / _CHECKPOINT).unlink()
+        log.info("member %d: key generation done, committee %s", role.index, share.context.committee_id.hex()[:12])
+    return rec.pack(context=(role.state_dir / _PUBLIC).read_bytes())
 
 
 # -- handlers: training clients -----------------------------------------------------------
@@ -244,6 +379,17 @@ def _enroll(role: Role, record: Any, context: Any) -> Any:
     return rec.pack(**{"client-id": client.client_id, "public-key": client.public_key, "dealing": client.dealing()})
 
 
+def _public(role: Role, record: Any, context: Any) -> Any:
+    """Public-key mode: keep the committee's public context (clients encrypt under it)."""
+    data = rec.field_bytes(record, "context", "he_agg_public")
+    PublicContext.from_bytes(data, AGGREGATION)
+    path = _state(role) / _PUBLIC
+    if path.exists() and path.read_bytes() != data:
+        raise UsageError("this node already holds another committee's public context in this run")
+    path.write_bytes(data)
+    return rec.pack(ok=True)
+
+
 def _confirm(role: Role, record: Any, context: Any) -> Any:
     _client(role).confirm(rec.field_list(record, "acks", "he_agg_confirm", bytes))
     return rec.pack(confirmed=True)
@@ -251,9 +397,12 @@ def _confirm(role: Role, record: Any, context: Any) -> Any:
 
 _MEMBER_QUERIES: dict[str, Callable[[Role, Any, Any], Any]] = {
     "he_agg_identity": _identity, "he_agg_join": _join, "he_agg_deal": _deal, "he_agg_accept": _accept,
-    "he_agg_approve": _approve, "he_agg_decrypt": _decrypt,
+    "he_agg_approve": _approve, "he_agg_decrypt": _decrypt, "he_agg_keygen1": _keygen1, "he_agg_keygen2": _keygen2,
+    "he_agg_keygen3": _keygen3, "he_agg_keygen_finish": _keygen_finish,
 }
-_CLIENT_QUERIES: dict[str, Callable[[Role, Any, Any], Any]] = {"he_agg_enroll": _enroll, "he_agg_confirm": _confirm}
+_CLIENT_QUERIES: dict[str, Callable[[Role, Any, Any], Any]] = {
+    "he_agg_enroll": _enroll, "he_agg_confirm": _confirm, "he_agg_public": _public,
+}
 QUERIES = ("he_agg_role", *_MEMBER_QUERIES, *_CLIENT_QUERIES)
 
 
@@ -298,7 +447,13 @@ def encrypt_reply(reply: Any, context: Any, *, round_id: int, max_clients: int,
         raise UsageError(f"the train reply's metric '{weighted_by_key}' must be a positive number")
     update = {key: np.asarray(array.numpy(), dtype=np.float64) for key, array in arrays.items()}
     role = node_role(context)
-    upload = _client(role).encrypt(update, round_id=round_id, weight=float(weight), max_clients=max_clients)
+    if (role.state_dir / _PUBLIC).exists():  # public-key mode: TenSEAL encryption under the collective key
+        from ..client import encrypt
+
+        upload = encrypt(_public_context(role), update, client_id=role.client_id, round_id=round_id,
+                         weight=float(weight), max_clients=max_clients).to_bytes()
+    else:
+        upload = _client(role).encrypt(update, round_id=round_id, weight=float(weight), max_clients=max_clients)
     reply.content = rec.pack(upload=upload)
     return reply
 

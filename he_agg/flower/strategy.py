@@ -10,16 +10,18 @@ from typing import Any
 import numpy as np
 
 from ..aggregator import Aggregator
-from ..context import EnrolledContext
+from ..context import EnrolledContext, PublicContext
 from ..enrolled import key_lookup
 from ..errors import EnrollmentError, HeAggError, QuorumError, UsageError
 from ..hazmat.replicated import MAX_MEMBERS
-from ..params import ENROLLED
+from ..params import AGGREGATION, ENROLLED
 from ..quorum import QuorumCertificate, quorum_size
 from . import _records as rec
 from .node import DEFAULT_MAX_CLIENTS, EPOCH
 
-__all__ = ["EncryptedFedAvg"]
+__all__ = ["EncryptedFedAvg", "MODES"]
+
+MODES = ("enrolled", "public-key")
 
 log = logging.getLogger("he_agg.flower")
 
@@ -57,13 +59,17 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
     """
 
     def __init__(self, strategy: Any, *, members: int = 3, threshold: int = 2, min_train_nodes: int = 3,
-                 max_clients: int = DEFAULT_MAX_CLIENTS, setup_timeout: float = 600.0,
+                 max_clients: int = DEFAULT_MAX_CLIENTS, mode: str = "enrolled", setup_timeout: float = 600.0,
                  message_timeout: float = 600.0) -> None:
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {MODES}")
         if not 2 <= threshold <= members <= MAX_MEMBERS:
             raise UsageError(f"need 2 <= threshold <= members <= {MAX_MEMBERS}")
         if min_train_nodes < 3 or max_clients < min_train_nodes:
             raise UsageError("need 3 <= min_train_nodes <= max_clients")
         self.strategy = strategy
+        self.mode = mode
+        self.public_context: PublicContext | None = None
         self.members, self.threshold = members, threshold
         self.min_train_nodes, self.max_clients = min_train_nodes, max_clients
         self.setup_timeout, self.message_timeout = setup_timeout, message_timeout
@@ -74,6 +80,7 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
         self.client_keys: dict[str, bytes] = {}
         self._grid: Any = None
         self._dtypes: dict[str, np.dtype[Any]] = {}
+        self._uploads: dict[str, bytes] = {}  # this round's accepted uploads (public-key members re-sum them)
 
     # -- Flower's Strategy interface --------------------------------------------------------
 
@@ -126,7 +133,7 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
 
     # -- set-up -------------------------------------------------------------------------------
 
-    def setup(self, grid: Any) -> EnrolledContext:
+    def setup(self, grid: Any) -> EnrolledContext | PublicContext:
         """Learn roles, form the committee, enroll every training client (all over ``grid``)."""
         nodes = self._wait_for_nodes(grid)
         roles = self._ask(grid, {n: rec.pack() for n in nodes}, "he_agg_role")
@@ -143,6 +150,8 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
         self.member_nodes = [members[i] for i in range(self.members)]
         keys = self._ask(grid, {n: rec.pack() for n in self.member_nodes}, "he_agg_identity")
         roster = tuple(rec.field_bytes(keys[n], "public-key", "identity") for n in self.member_nodes)
+        if self.mode == "public-key":
+            return self._keygen(grid, roster)
         self.context = EnrolledContext(ENROLLED, roster, self.threshold)
         wire = self.context.to_bytes()
         self._ask(grid, {n: rec.pack(context=wire) for n in self.member_nodes}, "he_agg_join")
@@ -150,6 +159,26 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
         log.info("he_agg set-up: committee %s, %d enrolled clients", self.context.committee_id.hex()[:12],
                  len(self.client_nodes))
         return self.context
+
+    def _keygen(self, grid: Any, roster: tuple[bytes, ...]) -> PublicContext:
+        """Public-key mode: relay the three rounds of dealer-free key generation, then publish the key."""
+        from ..keygen import KeygenConfig
+
+        config = KeygenConfig.new(AGGREGATION, self.threshold, roster)
+        ask = rec.pack(threshold=config.threshold, roster=list(roster), seed=config.seed)
+        answers = self._ask(grid, {n: ask for n in self.member_nodes}, "he_agg_keygen1")
+        for step in ("he_agg_keygen2", "he_agg_keygen3", "he_agg_keygen_finish"):
+            messages = [rec.field_bytes(answers[n], "message", step) for n in self.member_nodes]
+            answers = self._ask(grid, {n: rec.pack(messages=messages) for n in self.member_nodes}, step)
+        contexts = {rec.field_bytes(answers[n], "context", "keygen") for n in self.member_nodes}
+        if len(contexts) != 1:
+            raise UsageError("the members ended key generation with different public keys")
+        wire = contexts.pop()
+        self.public_context = PublicContext.from_bytes(wire, AGGREGATION)
+        self._ask(grid, {n: rec.pack(context=wire) for n in self.client_nodes}, "he_agg_public")
+        log.info("he_agg set-up (public-key mode): committee %s, %d clients",
+                 self.public_context.committee_id.hex()[:12], len(self.client_nodes))
+        return self.public_context
 
     def _wait_for_nodes(self, grid: Any) -> list[int]:
         needed = self.members + self.min_train_nodes
@@ -188,17 +217,25 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
         return _TrainingGrid(grid, self.client_nodes)
 
     def _sum(self, server_round: int, replies: Iterable[Any]) -> Any:
-        if self.context is None:
-            raise UsageError("EncryptedFedAvg.setup has not run")
-        aggregator = Aggregator(self.context, server_round, epoch=EPOCH, min_clients=self.min_train_nodes,
-                                client_keys=key_lookup(self.client_keys))
+        if self.mode == "public-key":
+            if self.public_context is None:
+                raise UsageError("EncryptedFedAvg.setup has not run")
+            aggregator = Aggregator(self.public_context, server_round, min_clients=self.min_train_nodes, retain=True)
+        else:
+            if self.context is None:
+                raise UsageError("EncryptedFedAvg.setup has not run")
+            aggregator = Aggregator(self.context, server_round, epoch=EPOCH, min_clients=self.min_train_nodes,
+                                    client_keys=key_lookup(self.client_keys))
+        self._uploads = {}
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error() or node not in self.client_nodes:
                 log.info("round %d: no upload from node %d", server_round, node)
                 continue
             try:
-                aggregator.add(rec.field_bytes(rec.record_of(reply.content, "upload"), "upload", "upload"))
+                blob = rec.field_bytes(rec.record_of(reply.content, "upload"), "upload", "upload")
+                added = aggregator.add(blob)
+                self._uploads[added.client_id] = blob
             except HeAggError as exc:
                 log.warning("round %d: upload from node %d refused (%s: %s)", server_round, node,
                             type(exc).__name__, exc)
@@ -210,18 +247,21 @@ class EncryptedFedAvg(_Strategy):  # type: ignore[misc]
 
     def _release(self, server_round: int, aggregator: Any) -> Any:
         """τ_r to every member, a quorum certificate of their approvals, shares from the active set."""
-        assert self.context is not None
+        context: Any = self.public_context if self.mode == "public-key" else self.context
         active = list(range(self.threshold))
         issued = aggregator.decryption_request(active_sets=[active])
         request = issued.to_bytes()
-        approvals = self._ask(self._grid, {n: rec.pack(request=request) for n in self.member_nodes},
+        extra: dict[str, Any] = {}
+        if self.mode == "public-key":  # members re-sum the uploads the request names before they answer
+            extra = {"client-ids": list(self._uploads), "uploads": list(self._uploads.values())}
+        approvals = self._ask(self._grid, {n: rec.pack(request=request, **extra) for n in self.member_nodes},
                               "he_agg_approve", require_all=False)
-        needed = quorum_size(self.context.parties, self.context.colluders)
+        needed = quorum_size(context.parties, context.colluders)
         if len(approvals) < needed:
             raise QuorumError(f"round {server_round}: {len(approvals)} approvals, {needed} needed")
         signed = [rec.field_bytes(r, "approval", "approve") for r in approvals.values()]
         certificate = QuorumCertificate.collect(issued.round_id, issued.digest, signed).to_bytes()
-        asks = {self.member_nodes[i]: rec.pack(request=request, certificate=certificate) for i in active}
+        asks = {self.member_nodes[i]: rec.pack(request=request, certificate=certificate, **extra) for i in active}
         shares = self._ask(self._grid, asks, "he_agg_decrypt")
         return aggregator.finalize([rec.field_bytes(r, "share", "decrypt") for r in shares.values()])
 

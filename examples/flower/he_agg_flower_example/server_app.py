@@ -26,7 +26,8 @@ def make_strategy(context: Context, inner: Any = None) -> EncryptedFedAvg:
                             min_available_nodes=clients)
     return EncryptedFedAvg(inner, members=_get(context, "he-agg-members", 3),
                            threshold=_get(context, "he-agg-threshold", 2), min_train_nodes=clients,
-                           max_clients=_get(context, "he-agg-max-clients", 100))
+                           max_clients=_get(context, "he-agg-max-clients", 100),
+                           mode=str(context.run_config.get("he-agg-mode", "enrolled")))
 
 
 def run(grid: Grid, context: Context, inner: Any = None) -> Any:
