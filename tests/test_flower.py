@@ -331,3 +331,27 @@ def test_members_do_not_train_and_clients_do_not_decrypt(example: Any) -> None:
     assert "UsageError: a committee member does not train" in reasons[0]
     assert "UsageError: a client node does not answer query.he_agg_decrypt" in reasons[1]
     assert "no committee context" in reasons[2]
+
+
+def test_keygen_checkpoint_resumes_to_identical_messages_and_refuses_misuse() -> None:
+    from he_agg.errors import FormatError, KeygenError
+    from he_agg.identity import PartyIdentity
+    from he_agg.keygen import KeygenConfig, KeygenParty
+    from he_agg.params import AGGREGATION
+
+    ids = [PartyIdentity.generate() for _ in range(3)]
+    config = KeygenConfig.new(AGGREGATION, 2, [i.public_key for i in ids])
+    parties = [KeygenParty(config, i, ident) for i, ident in enumerate(ids)]
+    with pytest.raises(KeygenError):
+        parties[0].checkpoint()  # before round 1
+    first = [p.round1() for p in parties]
+    saved = [p.checkpoint() for p in parties]
+    second = [p.round2(first) for p in parties]
+    resumed = [KeygenParty.resume(config, i, ids[i], saved[i]) for i in range(3)]
+    assert [r.round1() for r in resumed] == first and [r.round2(first) for r in resumed] == second
+    assert [r.round3(second) for r in resumed] == [p.round3(second) for p in parties]
+    with pytest.raises(KeygenError):
+        parties[0].checkpoint()  # after round 2
+    for bad in (saved[0][:-1], saved[0] + b"x", b"\xff\xff\xff\xff"):
+        with pytest.raises(FormatError):
+            KeygenParty.resume(config, 0, ids[0], bad)
