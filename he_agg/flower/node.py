@@ -122,27 +122,19 @@ def _role(role: Role, record: Any, context: Any) -> Any:
 # -- handlers: members --------------------------------------------------------------------
 
 
-def _identity(role: Role, record: Any, context: Any) -> Any:
-    """Make (or reuse) this member's identity; only its public key leaves."""
-    from ..hazmat.files import read_private
+def _own_identity(role: Role, *, create: bool = False) -> PartyIdentity:
+    return load_identity(role.state_dir, passphrase=_secret_args(role).get("passphrase"), create=create)
 
-    path = _state(role) / _IDENTITY
-    if path.exists():
-        identity = PartyIdentity.from_private_bytes(read_private(path, **_secret_args(role)))
-    else:
-        identity = PartyIdentity.generate()
-        _write_secret(role, path, identity.private_bytes())
-    return rec.pack(**{"public-key": identity.public_key, "index": role.index})
+
+def _identity(role: Role, record: Any, context: Any) -> Any:
+    """Make (or reuse) this member's identity for this run; only its public key leaves."""
+    return rec.pack(**{"public-key": _own_identity(role, create=True).public_key, "index": role.index})
 
 
 def _join(role: Role, record: Any, context: Any) -> Any:
     """Receive the committee's context; check this member's key sits at its index; create the member."""
-    from ..hazmat.files import read_private
-
-    what = "he_agg_join"
-    data = rec.field_bytes(record, "context", what)
-    ctx = _save_context(role, data)
-    identity = PartyIdentity.from_private_bytes(read_private(role.state_dir / _IDENTITY, **_secret_args(role)))
+    ctx = _save_context(role, rec.field_bytes(record, "context", "he_agg_join"))
+    identity = _own_identity(role)
     if role.index >= ctx.parties or ctx.roster[role.index] != identity.public_key:
         raise EnrollmentError(f"the proposed roster does not hold this member's key at index {role.index}")
     path = role.state_dir / _MEMBER
@@ -263,7 +255,7 @@ def _keygen_party(role: Role, rounds: int) -> Any:
     from ..keygen import KeygenParty
 
     secret = _secret_args(role)
-    identity = PartyIdentity.from_private_bytes(read_private(role.state_dir / _IDENTITY, **secret))
+    identity = _own_identity(role)
     from ..keygen import KeygenConfig
 
     stored = _load_list(role, "keygen-config")
@@ -296,7 +288,7 @@ def _keygen1(role: Role, record: Any, context: Any) -> Any:
     config = _keygen_config(role, record)
     if (role.state_dir / _CHECKPOINT).exists():
         return rec.pack(message=_keygen_party(role, 1).round1())
-    identity = _identity_of(role)
+    identity = _own_identity(role)
     try:
         party = KeygenParty(config, role.index, identity)
     except ValueError as exc:
@@ -305,12 +297,6 @@ def _keygen1(role: Role, record: Any, context: Any) -> Any:
     _save_list(role, "keygen-config", [config.threshold.to_bytes(2, "big"), config.seed, *config.roster])
     _write_secret(role, role.state_dir / _CHECKPOINT, party.checkpoint())
     return rec.pack(message=message)
-
-
-def _identity_of(role: Role) -> PartyIdentity:
-    from ..hazmat.files import read_private
-
-    return PartyIdentity.from_private_bytes(read_private(_state(role) / _IDENTITY, **_secret_args(role)))
 
 
 def _keygen2(role: Role, record: Any, context: Any) -> Any:
