@@ -235,6 +235,28 @@ class KeygenParty:
         self._messages[1] = seal_signed(Kind.KEYGEN_MESSAGE, meta, b"".join(sealed), self._identity)
         return self._messages[1]
 
+    def checkpoint(self) -> bytes:
+        """After :meth:`round1`, before :meth:`round2`: the round-1 message and this member's own
+        seeds (SECRET: store it sealed) for :meth:`resume` in another process. Rounds 2, 3 and
+        ``finish`` are deterministic given it and the other members' messages, so a member that
+        runs one process per message replays them from the checkpoint."""
+        if 1 not in self._messages or 2 in self._messages:
+            raise KeygenError("checkpoint() is for after round1() and before round2()")
+        return (len(self._messages[1]).to_bytes(4, "big") + self._messages[1]
+                + b"".join(self._own_seeds[k] for k in self._held))
+
+    @classmethod
+    def resume(cls, config: KeygenConfig, party: int, identity: PartyIdentity, checkpoint: bytes) -> "KeygenParty":
+        """The member as :meth:`checkpoint` left it (round 1 done)."""
+        me = cls(config, party, identity)
+        size = int.from_bytes(bytes(checkpoint[:4]), "big")
+        seeds = bytes(checkpoint[4 + size :])
+        if len(checkpoint) < 4 + size or len(seeds) != KEY_BYTES * len(me._held):
+            raise FormatError("not a key generation checkpoint of this member")
+        me._messages[1] = bytes(checkpoint[4 : 4 + size])
+        me._own_seeds = {k: seeds[KEY_BYTES * x : KEY_BYTES * (x + 1)] for x, k in enumerate(me._held)}
+        return me
+
     # -- round 2 -----------------------------------------------------------------------------
 
     def round2(self, messages: Sequence[bytes]) -> bytes:
