@@ -441,6 +441,18 @@ def plot(report: dict[str, Any], path: str) -> None:
     demo_survival.plot(report, path)
 
 
+def phase_table(seconds_per_phase: dict[str, float]) -> Any:
+    """A rich table of the seconds each phase took (both stories print it)."""
+    from rich.table import Table
+
+    table = Table(title="Seconds per phase (every party simulated in this process)")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for name, seconds in seconds_per_phase.items():
+        table.add_row(name, f"{seconds:.3f}")
+    return table
+
+
 def render(report: dict[str, Any]) -> Any:
     """A human-readable account of the report (a rich renderable)."""
     from rich.console import Group
@@ -486,12 +498,7 @@ def render(report: dict[str, Any]) -> Any:
                  f"variance {q['variance']:.4f} (plaintext {q['plaintext_variance']:.4f})")
     lines.append("  histogram " + " ".join(f"[{a:g},{b:g}):{c}" for a, b, c in
                                            zip(q["histogram_edges"], q["histogram_edges"][1:], q["histogram_counts"])))
-    times = Table(title="Seconds per phase (every party simulated in this process)")
-    times.add_column("phase")
-    times.add_column("seconds", justify="right")
-    for name, seconds in report["seconds_per_phase"].items():
-        times.add_row(name, f"{seconds:.3f}")
-    lines.append(times)
+    lines.append(phase_table(report["seconds_per_phase"]))
     lines.append(f"Decryption budget used by committee member 0: {report['decryption_budget_used']:,} "
                  f"{report['decryption_budget_unit']}")
     return Group(*lines)

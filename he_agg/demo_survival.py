@@ -259,12 +259,9 @@ def render(report: dict[str, Any]) -> Any:
     lines.append(f"Log-rank test ({' vs '.join(groups)}): χ² = {lr['statistic']:.4f} on {lr['df']} df, "
                  f"p = {lr['p_value']:.4g} (lifelines: χ² = {lr['lifelines_statistic']:.4f}, "
                  f"p = {lr['lifelines_p_value']:.4g})")
-    times = Table(title="Seconds per phase (every party simulated in this process)")
-    times.add_column("phase")
-    times.add_column("seconds", justify="right")
-    for name, seconds in report["seconds_per_phase"].items():
-        times.add_row(name, f"{seconds:.3f}")
-    lines.append(times)
+    from .demo import phase_table
+
+    lines.append(phase_table(report["seconds_per_phase"]))
     return Group(*lines)
 
 

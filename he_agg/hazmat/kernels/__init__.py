@@ -651,7 +651,7 @@ def ntt_forward(data: np.ndarray, moduli: ModuliLike) -> None:
     mods = _moduli(moduli)
     d3 = _residues("data", data, mods, writable=True)
     tables.ntt_tables(mods, d3.shape[-1])  # ParameterError if a prime is not 1 mod 2n
-    _by_rows(lambda x: _impl().ntt_forward(x, mods), d3.shape[0], d3[0].size, d3)
+    _by_rows(lambda x: _impl().ntt_forward(x, mods), d3.shape[0], d3.shape[1] * d3.shape[2], d3)
 
 
 def ntt_inverse(data: np.ndarray, moduli: ModuliLike) -> None:
@@ -659,7 +659,7 @@ def ntt_inverse(data: np.ndarray, moduli: ModuliLike) -> None:
     mods = _moduli(moduli)
     d3 = _residues("data", data, mods, writable=True)
     tables.ntt_tables(mods, d3.shape[-1])
-    _by_rows(lambda x: _impl().ntt_inverse(x, mods), d3.shape[0], d3[0].size, d3)
+    _by_rows(lambda x: _impl().ntt_inverse(x, mods), d3.shape[0], d3.shape[1] * d3.shape[2], d3)
 
 
 # -- pointwise ---------------------------------------------------------------------------
@@ -670,7 +670,7 @@ def mul(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> No
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
     b3 = _operand("b", b, out, mods)
-    _by_rows(lambda o, x, y: _impl().mul(o, x, y, mods), out3.shape[0], out3[0].size, out3, a3, b3)
+    _by_rows(lambda o, x, y: _impl().mul(o, x, y, mods), out3.shape[0], out3.shape[1] * out3.shape[2], out3, a3, b3)
 
 
 def muladd(
@@ -680,7 +680,7 @@ def muladd(
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
     b3, c3 = _operand("b", b, out, mods), _operand("c", c, out, mods)
-    _by_rows(lambda o, x, y, z: _impl().muladd(o, x, y, z, mods), out3.shape[0], out3[0].size, out3, a3, b3, c3)
+    _by_rows(lambda o, x, y, z: _impl().muladd(o, x, y, z, mods), out3.shape[0], out3.shape[1] * out3.shape[2], out3, a3, b3, c3)
 
 
 def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> None:
@@ -688,7 +688,7 @@ def add(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> No
     mods = _moduli(moduli)
     out3, a3 = _output(out, a, mods)
     b3 = _operand("b", b, out, mods)
-    _by_rows(lambda o, x, y: _impl().add(o, x, y, mods), out3.shape[0], out3[0].size, out3, a3, b3)
+    _by_rows(lambda o, x, y: _impl().add(o, x, y, mods), out3.shape[0], out3.shape[1] * out3.shape[2], out3, a3, b3)
 
 
 def sub(out: np.ndarray, a: np.ndarray, b: np.ndarray, moduli: ModuliLike) -> None:
@@ -808,6 +808,6 @@ def crt_to_double(data: np.ndarray, moduli: ModuliLike, scale: float) -> np.ndar
     d3 = _residues("data", data, mods)
     radix = crt_radix(mods, scale)
     out = np.empty(data.shape[:-2] + (data.shape[-1],), dtype=np.float64)
-    _by_rows(lambda o, x: _impl().crt_to_double(o, x, mods, radix), d3.shape[0], d3[0].size,
+    _by_rows(lambda o, x: _impl().crt_to_double(o, x, mods, radix), d3.shape[0], d3.shape[1] * d3.shape[2],
              out.reshape(-1, data.shape[-1]), d3)
     return out
