@@ -233,22 +233,47 @@ def share() -> Target:
     return Target([public["share"].to_bytes(), enrolled["share"].to_bytes()], parse)
 
 
+def _each(calls: list[Callable[[], object]]) -> None:
+    """Run every call; a HeAggError from one does not stop the others (the last one is re-raised)."""
+    from he_agg.errors import HeAggError
+
+    error: HeAggError | None = None
+    for call in calls:
+        try:
+            call()
+        except HeAggError as exc:
+            error = exc
+    if error is not None:
+        raise error
+
+
 def approval() -> Target:
-    """Approvals and quorum certificates of both modes, parsed and checked."""
+    """Approvals and quorum certificates of both modes, parsed and checked against each mode's request."""
     from he_agg.quorum import Approval, QuorumCertificate
 
-    enrolled = _enrolled()
-    context, request_ = enrolled["committee"].context, enrolled["request"]
-    cert = enrolled["certificate"]
+    enrolled, public = _enrolled(), _public()
+    cases = [(enrolled["committee"].context, enrolled["request"]), (public["context"], public["request"])]
+
+    def check_cert(b: bytes, context: Any, req: Any) -> None:
+        QuorumCertificate.from_bytes(b).check(context.roster, context.committee_id, context.colluders,
+                                              req.round_id, req.digest)
 
     def parse(b: bytes) -> None:
-        if b[6:8] == cert.approvals[0].to_bytes()[6:8]:
-            Approval.from_bytes(b).check(context.roster, context.committee_id)
-        else:
-            QuorumCertificate.from_bytes(b).check(context.roster, context.committee_id, context.colluders,
-                                                  request_.round_id, request_.digest)
+        calls: list[Callable[[], object]] = []
+        for context, req in cases:
+            calls.append(lambda c=context: Approval.from_bytes(b).check(c.roster, c.committee_id))
+            calls.append(lambda c=context, r=req: check_cert(b, c, r))
+        try:
+            _each(calls)
+        except Exception as exc:  # at least one parse accepted: the seeds pass
+            from he_agg.errors import HeAggError
 
-    return Target([cert.to_bytes(), cert.approvals[0].to_bytes(), _public()["certificate"].to_bytes()], parse)
+            if not isinstance(exc, HeAggError):
+                raise
+
+    seeds = [enrolled["certificate"].to_bytes(), enrolled["certificate"].approvals[0].to_bytes(),
+             public["certificate"].to_bytes()]
+    return Target(seeds, parse)
 
 
 # -- enrolled mode -------------------------------------------------------------------------------
@@ -342,7 +367,7 @@ def keygen() -> Target:
 
     def parse(b: bytes) -> None:
         party = KeygenParty(config, 0, identities[0])
-        if len(b) > 2 * len(first[2]):
+        if b[6:8] != first[2][6:8]:  # not a round-1 kind: into round 3
             party._messages, party._held = dict(parties[0]._messages), parties[0]._held
             party._transcripts, party._commitments = list(parties[0]._transcripts[:1]), dict(parties[0]._commitments)
             party._pieces = dict(parties[0]._pieces)
