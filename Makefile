@@ -8,7 +8,9 @@ RUNS ?= 1000000
 MAX_TIME ?= 0
 SMOKE_RUNS ?= 300
 OUT ?= fuzz/out
-TARGETS ?= $(shell $(PYTHON) fuzz/run.py --list 2>/dev/null)
+ifeq ($(origin TARGETS), undefined)
+TARGETS := $(shell $(PYTHON) fuzz/run.py --list 2>/dev/null)
+endif
 
 .PHONY: fuzz fuzz-seeds fuzz-smoke native
 
