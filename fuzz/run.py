@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", help="the parser to fuzz (see --list)")
     parser.add_argument("--list", action="store_true", help="print the targets and exit")
     parser.add_argument("--rss-growth-mb", type=float, default=256.0)
+    parser.add_argument("--canary", action="store_true",
+                        help="raise a KeyError on every input (proves a foreign exception is reported as a crash)")
     args, rest = parser.parse_known_args(argv)
 
     import atheris
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             mode, data = data[0], data[1:]
             if mode & 1:
                 data = reseal_checksum(data)
+        if args.canary:
+            raise KeyError("canary: not a HeAggError")
         try:
             target.parse(data)
         except HeAggError:

@@ -240,3 +240,57 @@ def test_a_round_made_for_another_layout_is_refused(setup: dict[str, Any], tmp_p
     with pytest.raises(LayoutMismatchError):
         he_agg.Aggregator(setup["context"], 1, min_clients=1, layout=other, state_dir=tmp_path)
     assert isinstance(other, Layout)
+
+
+def test_public_round_keeps_its_retain_choice(setup: dict[str, Any], tmp_path: Path) -> None:
+    """A public-key round records ``retain``: reopened, it reloads the kept uploads (or has none)."""
+    if setup["mode"] != "public":
+        pytest.skip("public-key rounds only")
+    lean = he_agg.Aggregator(setup["context"], 1, min_clients=1, retain=False, state_dir=tmp_path / "lean")
+    lean.add(setup["files"][0].read_bytes())
+    lean.close()
+    assert not (tmp_path / "lean" / ledger.UPLOADS_NAME).exists()
+    with pytest.raises(StateError, match="retain"):
+        he_agg.Aggregator(setup["context"], 1, min_clients=1, retain=True, state_dir=tmp_path / "lean")
+    with he_agg.Aggregator.open(tmp_path / "lean", setup["context"]) as again:
+        assert again.contributors == ("c000",)
+        with pytest.raises(AggregationError, match="retain"):
+            again.contributions
+    kept = _round(setup, tmp_path / "kept", 2)
+    kept.close()
+    with he_agg.Aggregator.open(tmp_path / "kept", setup["context"]) as again:
+        assert again.contributions == {f.stem: f.read_bytes() for f in setup["files"][:2]}
+
+
+def test_c0_accumulator_restore(setup: dict[str, Any]) -> None:
+    """restore() takes a saved Σc0 and tickets, refuses another round's or a doubled ticket atomically."""
+    if setup["mode"] != "enrolled":
+        pytest.skip("enrolled rounds only")
+    from he_agg.enrolled import C0Accumulator
+
+    context = setup["context"]
+    full = _round(setup, Path(setup["base"]) / "restore-src", 3)
+    src = full._accumulator
+    tickets = [t.to_bytes() for t in src.tickets]
+    full.close()
+
+    def fresh(round_id: int = 1) -> C0Accumulator:
+        return C0Accumulator(context.params, src.length, committee_id=context.committee_id, epoch=0,
+                             round_id=round_id, layout=src.layout)
+
+    acc = fresh()
+    acc.restore(src._acc, tickets)
+    assert acc.contributors == src.contributors and np.array_equal(acc.sum, src.sum)
+    with pytest.raises(DuplicateContributionError):
+        acc.add(setup["files"][0].read_bytes())
+    acc.add(setup["files"][3].read_bytes())  # and it goes on summing
+    for bad_acc, bad_tickets, error in [(src._acc[..., :1], tickets, StateError),
+                                        (src._acc.astype(np.int64), tickets, StateError),
+                                        (src._acc, tickets + tickets[:1], StateError),
+                                        (src._acc, [b"junk"], he_agg.errors.FormatError)]:
+        target = fresh()
+        with pytest.raises(error):
+            target.restore(bad_acc, bad_tickets)
+        assert len(target) == 0 and not target._acc.any()  # untouched
+    with pytest.raises(he_agg.errors.HeAggError):
+        fresh(round_id=2).restore(src._acc, tickets)  # another round's tickets
