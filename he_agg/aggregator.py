@@ -69,7 +69,10 @@ class _CrashSafe:
         store = RoundStore(state_dir, committee_id=context.committee_id, fingerprint=context.params.fingerprint)
         identity = store.identity
         store.close()
-        return cls(context, int(identity["round"]), **cls._open_kwargs(identity), **kwargs, state_dir=state_dir)
+        from .context import EnrolledContext
+
+        kind = EnrolledAggregator if isinstance(context, EnrolledContext) else cls  # as Aggregator(...) dispatches
+        return kind(context, int(identity["round"]), **kind._open_kwargs(identity), **kwargs, state_dir=state_dir)
 
     @staticmethod
     def _open_kwargs(identity: dict[str, Any]) -> dict[str, Any]:

@@ -294,3 +294,9 @@ def test_c0_accumulator_restore(setup: dict[str, Any]) -> None:
         assert len(target) == 0 and not target._acc.any()  # untouched
     with pytest.raises(he_agg.errors.HeAggError):
         fresh(round_id=2).restore(src._acc, tickets)  # another round's tickets
+
+
+def test_aggregator_open_dispatches_on_the_context(setup: dict[str, Any], tmp_path: Path) -> None:
+    _round(setup, tmp_path, 2).close()
+    with he_agg.Aggregator.open(tmp_path, setup["context"]) as again:
+        assert type(again) is setup["cls"] and len(again) == 2
