@@ -71,3 +71,26 @@ def test_every_target_builds_and_accepts_its_seeds() -> None:
         assert target.seeds
         for seed in target.seeds:
             target.parse(seed)
+
+
+def test_the_memory_cap_is_per_input() -> None:
+    """One input allocating far more than any legitimate one trips the cap; a small one does not,
+    however much the process grew before (campaign finding: a cumulative cap fired on libFuzzer's
+    own slow growth)."""
+    import numpy as np
+
+    from fuzz.run import MemoryCapExceeded, run_capped
+
+    def greedy(data: bytes) -> None:
+        np.ones(len(data) << 20, dtype=np.uint8).sum()  # sized by the input, as an unchecked field would be
+
+    def refusing(data: bytes) -> None:
+        raise ChecksumError("refused")
+
+    run_capped(refusing, b"x" * 10, 64)  # HeAggError: fine
+    run_capped(greedy, b"x" * 8, 64)  # 8 MB
+    with pytest.raises(MemoryCapExceeded, match="raised the peak RSS"):
+        run_capped(greedy, b"x" * 400, 64)  # 400 MB in one input
+    run_capped(greedy, b"x" * 8, 64)  # the peak is now high, but this input adds nothing
+    with pytest.raises(KeyError):
+        run_capped(lambda d: {}[d], b"k", 64)
