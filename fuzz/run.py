@@ -3,6 +3,10 @@
     python fuzz/run.py --target envelope fuzz/corpus/envelope [libFuzzer options…]
     python fuzz/run.py --list
 
+The target's valid objects are rebuilt in each process (fresh committee keys) and written
+as ``seed-*`` files into the corpus directory at start-up, replacing older seeds: an upload
+or share seed made for another process's committee would only exercise the refusal.
+
 Pass = only :class:`~he_agg.errors.HeAggError` subclasses escape the parser. Anything
 else is reported by libFuzzer as a crash and the input saved (``crash-…``). Two more
 checks turn a quiet resource bug into a crash:
@@ -83,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     target = TARGETS[args.target]()
     for seed in target.seeds:
         target.parse(seed)  # the harness is pointed at the right parser
+    corpus = next((Path(a) for a in rest if not a.startswith("-")), None)
+    if corpus is not None and (corpus.is_dir() or not corpus.exists()):
+        from fuzz.seeds import write_target_seeds
+
+        write_target_seeds(target, corpus)  # this process's keys: seeds bound to a committee must match it
 
     def one_input(data: bytes) -> None:
         if target.envelope:
