@@ -82,6 +82,21 @@ def _worker(setup: dict[str, Any], state: Path, files: list[Path], pause: float)
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _ready_line(child: subprocess.Popen[str]) -> str:
+    """The child's first line, read byte by byte from the pipe. A buffered ``readline`` could pull
+    later ACK lines into the text wrapper's buffer, where ``communicate(timeout=…)`` (which
+    reads the raw descriptor) never sees them: under load the test then counted acknowledged
+    uploads as unacknowledged (a flaky "more than one durable unacknowledged upload")."""
+    assert child.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(child.stdout.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode().strip()
+
+
 def _complete(out: str) -> list[str]:
     """The lines a killed child finished writing (a kill can cut the last one short)."""
     return [line for line in out.split("\n")[:-1] if len(line.split()) == 2]
@@ -99,7 +114,7 @@ def _one_run(setup: dict[str, Any], seed: int) -> str | None:
     rng.shuffle(files)  # arrival order differs run to run; the request must not
     child = _worker(setup, state, files, PAUSE_S)
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "READY"
+    assert _ready_line(child) == "READY"
     time.sleep(rng.uniform(0.0, CLIENTS * (3 * PAUSE_S + 0.004)))
     child.send_signal(signal.SIGKILL)
     out, err = child.communicate(timeout=30)
