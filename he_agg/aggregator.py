@@ -53,7 +53,68 @@ class AggregateResult:
     noise_std: float | None = None  # a DP round: std of the DP noise per released slot
 
 
-class Aggregator:
+class _CrashSafe:
+    """The ``state_dir`` side shared by both aggregators (:mod:`he_agg.ledger`): attach a
+    :class:`~he_agg.ledger.RoundStore`, resume from it, reopen, close. Subclasses define
+    ``_resume()`` (rebuild the sum, contributors, layout and request from the store) and
+    ``_open_kwargs(identity)`` (constructor arguments recorded in the ledger)."""
+
+    context: Any
+    layout: Layout | None
+    _store: Any
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str], context: Any, **kwargs: Any) -> Any:
+        """Resume the round kept in ``state_dir`` (after a crash or a restart): every acknowledged
+        upload counted once, an issued request reissued byte for byte."""
+        from .ledger import RoundStore
+
+        store = RoundStore(state_dir, committee_id=context.committee_id, fingerprint=context.params.fingerprint)
+        identity = store.identity
+        store.close()
+        from .context import EnrolledContext
+
+        kind = EnrolledAggregator if isinstance(context, EnrolledContext) else cls  # as Aggregator(...) dispatches
+        return kind(context, int(identity["round"]), **kind._open_kwargs(identity), **kwargs, state_dir=state_dir)
+
+    @staticmethod
+    def _open_kwargs(identity: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _resume(self) -> None:
+        raise NotImplementedError
+
+    def _attach(self, state_dir: str | os.PathLike[str], identity: dict[str, Any]) -> None:
+        from .ledger import RoundStore
+
+        self._store = RoundStore(state_dir, committee_id=self.context.committee_id,
+                                 fingerprint=self.context.params.fingerprint, identity=identity)
+        try:
+            given = self.layout
+            if given is not None:
+                self._store.fix_layout(_layout_text(given))
+            self._resume()
+            if given is not None and self.layout is not None:
+                check_layout(self.layout, given)  # the round on disk was made for another layout
+        except BaseException:
+            self._store.close()
+            self._store = None
+            raise
+
+    def close(self) -> None:
+        """Release ``state_dir`` (its lock and ledger); the round stays on disk for :meth:`open`. Idempotent."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Aggregator(_CrashSafe):
     """One round of aggregation for one committee. Not thread-safe: call from one thread.
 
     ``layout``: the expected layout; by default the first submission's. Raw TenSEAL or
@@ -61,6 +122,10 @@ class Aggregator:
     ``retain``: keep every accepted submission, for decryptors whose policy verifies
     the aggregate (:attr:`contributions`; the default policy does); costs one
     submission's memory per client.
+    ``state_dir``: keep the round crash-safe there (:mod:`he_agg.ledger`): ``add`` returns
+    once the submission is durable; an existing round in it is resumed (round and minimum
+    must match), :meth:`open` reopens one. With ``retain`` each upload's bytes are kept
+    there too (members that verify the aggregate need them after a restart).
     """
 
     def __new__(cls, context: Any, *args: Any, **kwargs: Any) -> Any:
@@ -73,9 +138,6 @@ class Aggregator:
 
     def __init__(self, context: PublicContext, round_id: int, *, min_clients: int = 1,
                  layout: Layout | None = None, retain: bool = True, state_dir: Any = None, dp: Any = None) -> None:
-        if state_dir is not None:
-            raise AggregationError("crash-safe rounds (state_dir=) are implemented for enrolled committees only; "
-                                   "a public-key round lives in memory")
         check_round_id(round_id)
         check_min_clients(min_clients)
         self.context = context
@@ -88,7 +150,11 @@ class Aggregator:
         self._contributions: dict[str, bytes] = {}
         self._retained: dict[str, Submission] = {}
         self._request: DecryptionRequest | None = None
+        self._store: Any = None
         self.result: AggregateResult | None = None
+        if state_dir is not None:
+            self._attach(state_dir, {"mode": "public", "epoch": 0, "round": round_id, "min_clients": min_clients,
+                                     "retain": retain})
 
     # -- submissions -----------------------------------------------------------------------
 
@@ -133,6 +199,8 @@ class Aggregator:
                                        "a round never mixes slot and dense packing")
         digest = view_digest(view, params)
         self._sum(view)  # range-checks as it adds; untouched on error
+        if self._store is not None:
+            self._record(who, digest, submission)
         self._contributions[who] = digest
         if self._retain:
             self._retained[who] = submission
@@ -144,6 +212,49 @@ class Aggregator:
         accumulator = self._accumulator or CiphertextBatch.zeros(self.context.params, view.length, self.layout.packing)
         accumulator.accumulate([view])
         self._accumulator = accumulator
+
+    # -- crash safety ------------------------------------------------------------------------
+
+    @staticmethod
+    def _open_kwargs(identity: dict[str, Any]) -> dict[str, Any]:
+        return {"min_clients": int(identity["min_clients"]), "retain": bool(identity["retain"])}
+
+    def _record(self, who: str, digest: bytes, submission: Submission) -> None:
+        """Make one added submission durable (its bytes if retained, its ledger row, the checkpoint)."""
+        assert self._accumulator is not None and self.layout is not None
+        try:
+            if self._retain:
+                self._store.keep_upload(digest, _submission_bytes(submission))
+            self._store.record(who, digest + who.encode(), digest, _layout_text(self.layout), self._accumulator.data)
+        except BaseException:
+            self._resume()  # the in-memory sum already holds the submission: reload what is durable
+            raise
+
+    def _resume(self) -> None:
+        """Rebuild the sum, contributors (in arrival order), layout and any issued request from ``state_dir``."""
+        params = self.context.params
+
+        def shape_of(layout_json: str) -> tuple[int, int, int, int]:
+            layout = Layout.from_json(json.loads(layout_json))
+            return (layout.ciphertexts(params), 2, len(params.data_moduli), params.n)
+
+        found = self._store.recover(shape_of)
+        self._accumulator, self._request = None, None
+        self._contributions, self._retained = {}, {}
+        if found.layout is not None:
+            self.layout = Layout.from_json(json.loads(found.layout))
+        if found.acc is not None:
+            assert self.layout is not None
+            accumulator = CiphertextBatch.zeros(params, self.layout.length, self.layout.packing)
+            accumulator.data[...] = found.acc  # restored state, checksummed by the checkpoint
+            self._accumulator = accumulator
+        for row in found.tickets:
+            digest, who = row[:32], row[32:].decode()
+            self._contributions[who] = digest
+            if self._retain:
+                self._retained[who] = self._store.load_upload(digest)
+        if found.active_sets is not None:
+            self.decryption_request(found.active_sets)
 
     def _open(self, submission: Submission, client_id: str | None) -> tuple[str, Layout | None, ResidueView]:
         params = self.context.params
@@ -186,8 +297,11 @@ class Aggregator:
                     f"round {self.round_id} has {len(self)} contributions; at least {self.min_clients} are required")
             assert self._accumulator is not None and self.layout is not None
             contributions = [Contribution(k, v) for k, v in self._contributions.items()]
-            self._request = DecryptionRequest(self.context, self.round_id, self._accumulator, contributions,
-                                              self.layout.to_json(), active_sets, dp=self.dp)
+            request = DecryptionRequest(self.context, self.round_id, self._accumulator, contributions,
+                                        self.layout.to_json(), active_sets, dp=self.dp)
+            if self._store is not None:  # durable before the request can leave: a restart reissues it
+                self._store.close_round([list(a) for a in request.active_sets])
+            self._request = request
         return self._request
 
     def finalize(self, shares: Sequence[DecryptionShare | bytes], *, robust: bool = False) -> Any:
@@ -232,6 +346,18 @@ def _released(combined: Any, layout: Layout, contributors: tuple[str, ...]) -> A
     return _result(combined, layout, contributors)
 
 
+def _submission_bytes(submission: Submission) -> bytes:
+    """A submission as the bytes it arrived as (or would have): what a retained round keeps on disk."""
+    if isinstance(submission, (bytes, bytearray, memoryview)):
+        return bytes(submission)
+    if isinstance(submission, (EncryptedUpdate, CiphertextBatch)):
+        return submission.to_bytes()
+    serialize = getattr(submission, "serialize", None)  # a TenSEAL CKKSVector
+    if callable(serialize):
+        return bytes(serialize())
+    raise AggregationError(f"cannot keep a {type(submission).__name__} submission in state_dir")
+
+
 def _envelope_kind(submission: object) -> int | None:
     """The he_agg envelope kind of a byte submission, or None for anything else."""
     if not isinstance(submission, (bytes, bytearray, memoryview)):
@@ -242,7 +368,7 @@ def _envelope_kind(submission: object) -> int | None:
     return int.from_bytes(head[6:8], "little")
 
 
-class EnrolledAggregator:
+class EnrolledAggregator(_CrashSafe):
     """One round of an enrolled-client committee: sum the c0-only uploads, name τ_r, decode.
 
     Same surface as :class:`Aggregator` (``Aggregator(enrolled_context, ...)`` returns one).
@@ -273,18 +399,9 @@ class EnrolledAggregator:
         if state_dir is not None:
             self._attach(state_dir, {"epoch": epoch, "round": round_id, "min_clients": min_clients})
 
-    @classmethod
-    def open(cls, state_dir: str | os.PathLike[str], context: Any, *, client_keys: Any = None,
-             dp: Any = None) -> "EnrolledAggregator":
-        """Resume the round kept in ``state_dir`` (after a crash or a restart): every acknowledged
-        upload counted once, an issued request reissued byte for byte."""
-        from .ledger import RoundStore
-
-        store = RoundStore(state_dir, committee_id=context.committee_id, fingerprint=context.params.fingerprint)
-        identity = store.identity
-        store.close()
-        return cls(context, int(identity["round"]), epoch=int(identity["epoch"]),
-                   min_clients=int(identity["min_clients"]), client_keys=client_keys, state_dir=state_dir, dp=dp)
+    @staticmethod
+    def _open_kwargs(identity: dict[str, Any]) -> dict[str, Any]:
+        return {"epoch": int(identity["epoch"]), "min_clients": int(identity["min_clients"])}
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -328,26 +445,9 @@ class EnrolledAggregator:
 
     # -- crash safety ------------------------------------------------------------------------
 
-    def _attach(self, state_dir: str | os.PathLike[str], identity: dict[str, Any]) -> None:
-        from .ledger import RoundStore
-
-        self._store = RoundStore(state_dir, committee_id=self.context.committee_id,
-                                 fingerprint=self.context.params.fingerprint, identity=identity)
-        try:
-            given = self.layout
-            if given is not None:
-                self._store.fix_layout(_layout_text(given))
-            self._resume()
-            if given is not None and self.layout is not None:
-                check_layout(self.layout, given)  # the round on disk was made for another layout
-        except BaseException:
-            self._store.close()
-            self._store = None
-            raise
-
     def _resume(self) -> None:
         """Rebuild the accumulator, tickets, layout and any issued request from ``state_dir``."""
-        from .enrolled import C0Accumulator, Ticket, ciphertext_count
+        from .enrolled import C0Accumulator, ciphertext_count
 
         params = self.context.params
 
@@ -364,11 +464,7 @@ class EnrolledAggregator:
             assert self.layout is not None
             acc = C0Accumulator(params, self.layout.length, committee_id=self.context.committee_id, epoch=self.epoch,
                                 round_id=self.round_id, layout=self.layout, verify_key=self._keys)
-            acc._acc[...] = found.acc  # restored state, checksummed by the checkpoint
-            for raw in found.tickets:
-                ticket = Ticket.from_bytes(raw)
-                acc._check_ticket(ticket)
-                acc._tickets[ticket.client_id] = ticket
+            acc.restore(found.acc, found.tickets)  # the sum is checksummed by the checkpoint
             self._accumulator = acc
         if found.active_sets is not None:
             self.decryption_request(found.active_sets)
@@ -411,18 +507,6 @@ class EnrolledAggregator:
         self.result = _released(combine_enrolled(request, self._accumulator.sum, shares, robust=robust),
                                 self.layout, self.contributors)
         return self.result.value
-
-    def close(self) -> None:
-        """Release ``state_dir`` (its lock and ledger); the round stays on disk for :meth:`open`. Idempotent."""
-        store, self._store = self._store, None
-        if store is not None:
-            store.close()
-
-    def __enter__(self) -> "EnrolledAggregator":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._request is not None else "open"

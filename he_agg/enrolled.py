@@ -37,6 +37,7 @@ from .errors import (
     ParameterMismatchError,
     RoundMismatchError,
     ShareBindingError,
+    StateError,
     TicketError,
 )
 from .hazmat import kernels
@@ -574,6 +575,27 @@ class C0Accumulator:
             step = np.uint64(c0[0].nbytes)
             offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
             kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)
+
+    def restore(self, acc: np.ndarray, tickets: Sequence[bytes]) -> None:
+        """Reset to a saved state: Σc0 ``acc`` (this accumulator's shape) and the accepted tickets'
+        bytes in arrival order (e.g. a checkpoint and its ledger, :mod:`he_agg.ledger`).
+
+        Each ticket is checked against this round (committee, epoch, round) and for
+        duplicates; on any error the accumulator is left as it was. ``acc`` is trusted to
+        be the sum of those uploads: its integrity is the checkpoint's job (checksummed).
+        """
+        acc = np.asarray(acc)
+        if acc.dtype != np.uint64 or acc.shape != self._acc.shape:
+            raise StateError(f"the saved sum has shape {acc.shape} ({acc.dtype}), not {self._acc.shape} (uint64)")
+        restored: dict[str, Ticket] = {}
+        for raw in tickets:
+            ticket = Ticket.from_bytes(raw)
+            self._check_ticket(ticket)
+            if ticket.client_id in restored:
+                raise StateError(f"the saved round lists client {ticket.client_id!r} twice")
+            restored[ticket.client_id] = ticket
+        self._acc[...] = acc
+        self._tickets = restored
 
     def _check_ticket(self, ticket: Ticket) -> None:
         if ticket.committee_id != self.committee_id:

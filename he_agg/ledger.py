@@ -10,7 +10,14 @@ A round kept in ``state_dir`` (``EnrolledAggregator(..., state_dir=PATH)``) is t
   value of row P, replaced atomically (temporary file, fsync, rename, fsync directory)
   and sealed by a BLAKE3 checksum: a truncated or altered file raises :class:`StateError`,
   it is never used;
-* ``lock`` — an exclusive ``flock`` held while the round is open (one process per round).
+* ``lock`` — an exclusive ``flock`` held while the round is open (one process per round);
+* ``uploads/`` — public-key rounds that retain submissions (members verify the aggregate):
+  each accepted upload's bytes, named by digest, written before its row.
+
+Both aggregators use it: ``EnrolledAggregator`` checkpoints Σc0 and records tickets;
+the public-key ``Aggregator`` checkpoints the full (c0, c1) sum and records
+digest ‖ client id per row (the request lists contributions in arrival order, so a
+resumed round issues the same bytes).
 
 Design: **checkpoint on every add.** :meth:`RoundStore.record` commits the upload's ledger
 row, then writes the checkpoint for the new position; ``add`` returns (acknowledges) only
@@ -55,6 +62,7 @@ __all__ = ["CHECKPOINT_NAME", "LEDGER_NAME", "Recovered", "RoundStore", "read_ch
 LEDGER_NAME = "ledger.sqlite"
 CHECKPOINT_NAME = "accumulator.ckpt"
 LOCK_NAME = "lock"
+UPLOADS_NAME = "uploads"
 CHECKPOINT_MAGIC = b"HEAGCKP\x01"
 _HEADER = struct.Struct("<8s32sQ32sIIII")  # magic, round tag, position, chain, count, polys, nmod, n
 _TRAILER = 32  # BLAKE3(header ‖ body)
@@ -335,6 +343,22 @@ class RoundStore:
                 pass
             raise
         self.position, self.chain = position, chain
+
+    def keep_upload(self, digest: bytes, data: bytes) -> None:
+        """Store an accepted upload's bytes (``uploads/<digest>``, atomic, fsynced) before its row is
+        recorded: a round whose members verify the aggregate needs every upload after a restart."""
+        from .hazmat.files import _atomic_replace
+
+        _atomic_replace(self.dir / UPLOADS_NAME / digest.hex(), data)
+
+    def load_upload(self, digest: bytes) -> bytes:
+        """The bytes :meth:`keep_upload` stored; :class:`StateError` if missing or not of ``digest``'s upload."""
+        path = self.dir / UPLOADS_NAME / digest.hex()
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StateError(f"{self.dir}: the retained upload {digest.hex()[:12]}… is missing ({exc.strerror}); "
+                             "restore the whole directory") from exc
 
     def close_round(self, active_sets: list[list[int]]) -> None:
         """Record the issued request's active sets (durable before the request leaves)."""

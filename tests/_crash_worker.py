@@ -1,6 +1,7 @@
 """Child process of tests/test_crash.py: aggregate upload files into a crash-safe round.
 
-Usage: python -m tests._crash_worker CONTEXT_FILE STATE_DIR PAUSE_S UPLOAD_FILE...
+Usage: python -m tests._crash_worker MODE CONTEXT_FILE STATE_DIR PAUSE_S UPLOAD_FILE...
+MODE is "enrolled" (EnrolledAggregator) or "public" (the public-key Aggregator).
 Prints "READY" once the round is open, then "ACK <client id>" after each add returned
 (i.e. after the upload is durable), "DUP <client id>" for a refused duplicate.
 ``PAUSE_S`` seconds are slept inside each durability window (ledger row committed,
@@ -20,7 +21,10 @@ from he_agg.errors import DuplicateContributionError
 
 
 def main(argv: list[str]) -> None:
-    context = he_agg.EnrolledContext.from_bytes(Path(argv[0]).read_bytes())
+    mode, argv = argv[0], argv[1:]
+    enrolled = mode == "enrolled"
+    kind = he_agg.EnrolledContext if enrolled else he_agg.PublicContext
+    context = kind.from_bytes(Path(argv[0]).read_bytes())
     state_dir, pause = Path(argv[1]), float(argv[2])
     if pause > 0:
         def stage(name: str) -> None:
@@ -29,7 +33,7 @@ def main(argv: list[str]) -> None:
 
         ledger._pause = stage
     if (state_dir / ledger.LEDGER_NAME).exists():
-        agg = he_agg.EnrolledAggregator.open(state_dir, context)
+        agg = (he_agg.EnrolledAggregator if enrolled else he_agg.Aggregator).open(state_dir, context)
     else:
         agg = he_agg.Aggregator(context, 1, min_clients=1, state_dir=state_dir)
     print("READY", flush=True)

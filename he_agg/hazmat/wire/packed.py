@@ -29,8 +29,10 @@ from .tenseal import ResidueView
 
 __all__ = ["PackedView", "hash_unpacked", "pack_residues", "packed_body", "packed_flag", "packed_size", "unpack_residues"]
 
-#: Rows unpacked at a time by :func:`hash_unpacked` (bounded scratch memory).
-_HASH_ROWS = 16
+#: Scratch bytes :func:`hash_unpacked` unpacks into at a time (at least one row). A row
+#: count (16 rows) was a whole upload's unpacked size at ≤ 16 rows (8 ciphertexts): the
+#: server's peak then held the accumulator, the packed upload and a full unpacked copy.
+_HASH_SCRATCH = 1 << 18
 
 
 def packed_size(shape: tuple[int, ...], moduli: ModuliLike) -> int:
@@ -99,10 +101,11 @@ def hash_unpacked(data: Any, shape: tuple[int, ...], moduli: ModuliLike) -> byte
     n = shape[-1]
     rows = math.prod(shape[:-2])
     row_bytes = 8 * sum(kernels.packed_row_words(n, mods))
-    scratch = np.empty((min(rows, _HASH_ROWS), len(mods), n), dtype=np.uint64)
+    step = max(1, min(rows, _HASH_SCRATCH // (8 * len(mods) * n)))
+    scratch = np.empty((step, len(mods), n), dtype=np.uint64)
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    for r0 in range(0, rows, _HASH_ROWS):
-        r1 = min(rows, r0 + _HASH_ROWS)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
         part = scratch[: r1 - r0]
         kernels.unpack_residues(part, view[r0 * row_bytes : r1 * row_bytes], mods)
         hasher.update(part.reshape(-1).view(np.uint8))
