@@ -49,7 +49,7 @@ class Statistic(Protocol):
     @property
     def sensitivity(self) -> float: ...
 
-    def decode(self, aggregated: np.ndarray) -> object: ...
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> object: ...
 
 
 # -- shared checks ------------------------------------------------------------------------
@@ -118,12 +118,18 @@ def _aggregate(aggregated: object, length: int, what: str) -> np.ndarray:
     return values
 
 
-def round_counts(values: np.ndarray, what: str) -> np.ndarray:
+def round_counts(values: np.ndarray, what: str, *, noise_std: float | None = None) -> np.ndarray:
     """Round decrypted counts to the nearest integer (int64), refusing suspicious ones.
 
     Raises :class:`DecodeError` if a value lies COUNT_TOLERANCE or more from every
-    integer, or rounds to a negative count.
+    integer, or rounds to a negative count. A DP release (``noise_std`` = the noise's std
+    per value, as the aggregator reports it) carries noise on purpose: its counts are
+    rounded and clipped at 0 (post-processing, no privacy cost), never refused.
     """
+    if noise_std is not None:
+        if not (math.isfinite(noise_std) and noise_std >= 0):
+            raise DecodeError(f"noise_std must be a finite non-negative number, got {noise_std!r}")
+        return np.maximum(np.rint(values), 0).astype(np.int64)
     rounded = np.rint(values)
     residue = np.abs(values - rounded)
     if residue.size:
@@ -157,8 +163,8 @@ class Count:
     def encode(self, values: object) -> np.ndarray:
         return np.array([_records("values", values).size], dtype=np.float64)
 
-    def decode(self, aggregated: np.ndarray) -> int:
-        return int(round_counts(_aggregate(aggregated, 1, "Count"), "count")[0])
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> int:
+        return int(round_counts(_aggregate(aggregated, 1, "Count"), "count", noise_std=noise_std)[0])
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,8 @@ class Sum(_Bounded):
         clipped = np.clip(_records("values", values), self.lo, self.hi)
         return np.array([np.sum(clipped)], dtype=np.float64)
 
-    def decode(self, aggregated: np.ndarray) -> float:
-        return float(_aggregate(aggregated, 1, "Sum")[0])
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> float:
+        return float(_aggregate(aggregated, 1, "Sum")[0])  # a DP sum is used as released
 
 
 # -- moments ------------------------------------------------------------------------------
@@ -236,9 +242,9 @@ class Moments(_Bounded):
         shifted = np.clip(_records("values", values), self.lo, self.hi) - self.center
         return np.array([shifted.size, np.sum(shifted), np.sum(shifted * shifted)], dtype=np.float64)
 
-    def decode(self, aggregated: np.ndarray) -> MomentsResult:
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> MomentsResult:
         total = _aggregate(aggregated, 3, "Moments")
-        count = int(round_counts(total[:1], "count")[0])
+        count = int(round_counts(total[:1], "count", noise_std=noise_std)[0])
         if count < 1:
             raise DecodeError("the aggregate counts no records: mean and variance are undefined")
         shift = total[1] / count
@@ -306,8 +312,9 @@ class Histogram:
         slot[data == edges[-1]] = self.bins  # the last bin is closed
         return np.bincount(slot, minlength=self.length).astype(np.float64)
 
-    def decode(self, aggregated: np.ndarray) -> HistogramResult:
-        counts = round_counts(_aggregate(aggregated, self.length, "Histogram"), "histogram count")
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> HistogramResult:
+        counts = round_counts(_aggregate(aggregated, self.length, "Histogram"), "histogram count",
+                              noise_std=noise_std)
         return HistogramResult(
             edges=np.asarray(self.edges),
             counts=counts[1:-1],
@@ -384,7 +391,10 @@ class KaplanMeier:
             )
         return slot
 
-    def decode(self, aggregated: np.ndarray) -> KaplanMeierResult:
+    def decode(self, aggregated: np.ndarray, *, noise_std: float | None = None) -> KaplanMeierResult:
+        if noise_std is not None:
+            raise DecodeError("KaplanMeier sends at-risk counts (one record changes up to m + 1 of them) and "
+                             "checks their consistency; for a DP release use he_agg.survival.SurvivalCounts")
         m = len(self.times)
         counts = round_counts(_aggregate(aggregated, 2 * m, "KaplanMeier"), "Kaplan–Meier count")
         events, at_risk = counts[:m], counts[m:]

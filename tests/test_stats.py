@@ -237,3 +237,35 @@ def test_count_and_sum_match_pooled(seed: int, n: int, sites: int) -> None:
     total = summer.decode(sum(summer.encode(data[p]) for p in parts))
     assert total == pytest.approx(np.sum(np.clip(data, -15, 15)), abs=1e-9)
     assert summer.sensitivity == 15.0 and counter.sensitivity == 1.0
+
+
+# -- DP releases: noise on purpose ------------------------------------------------------------
+
+
+def _dp_noise(size: int, sigma: float) -> np.ndarray:
+    """A deterministic stand-in for a DP release's noise (the committee adds the real one)."""
+    return sigma * np.sin(np.arange(1, size + 1) * 12.9898) * math.sqrt(2)
+
+
+def test_dp_noised_statistics_decode_with_noise_std() -> None:
+    """A DP release is far from integers on purpose: without ``noise_std`` the decoders
+    refuse it as corrupt; with it, counts are rounded and clipped at 0 (post-processing)."""
+    values = np.linspace(0.0, 10.0, 200)
+    histogram = Histogram((0.0, 2.5, 5.0, 7.5, 10.0))
+    exact = histogram.encode(values)
+    noisy = exact + _dp_noise(exact.size, 3.0)
+    with pytest.raises(DecodeError, match="integer"):
+        histogram.decode(noisy)
+    released = histogram.decode(noisy, noise_std=3.0)
+    assert released.counts.min() >= 0 and released.underflow >= 0 and released.overflow >= 0
+    assert np.abs(released.counts - exact[1:-1]).max() <= 3.0 * 3 * math.sqrt(2) + 1
+    assert Count().decode(np.array([200.0 + 2.7]), noise_std=3.0) == 203
+    assert Count().decode(np.array([-4.2]), noise_std=3.0) == 0
+    moments = Moments(0.0, 10.0)
+    encoded = moments.encode(values) + _dp_noise(3, 0.4)
+    pooled = moments.decode(encoded, noise_std=0.4)
+    assert pooled.count in (199, 200, 201) and abs(pooled.mean - values.mean()) < 0.05
+    with pytest.raises(DecodeError, match="SurvivalCounts"):
+        KaplanMeier((1.0, 2.0)).decode(np.zeros(4), noise_std=1.0)
+    with pytest.raises(DecodeError, match="noise_std"):
+        round_counts(np.zeros(2), "count", noise_std=float("inf"))
