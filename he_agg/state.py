@@ -138,7 +138,7 @@ def _connect_file(path: Path, *, check: bool) -> sqlite3.Connection:
 
 def _configure(conn: sqlite3.Connection, path: Path, check: bool) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode = _switch_to_wal(conn)
     if str(mode).lower() != "wal":
         raise StateError(f"{path}: SQLite could not switch to WAL mode (got {mode!r}); put the state file on a "
                          "local file system")
@@ -148,6 +148,24 @@ def _configure(conn: sqlite3.Connection, path: Path, check: bool) -> None:
     conn.execute("PRAGMA trusted_schema = OFF")
     if check and conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
         raise sqlite3.DatabaseError("database disk image is malformed (quick_check failed)")
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, retried until the busy timeout. The switch needs an
+    exclusive lock, and when two processes open a new file at once SQLite can answer
+    "database is locked" at once, without running its busy handler (seen in CI: two
+    members opening one fresh state file)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.002
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.1)
 
 
 def _connect_memory() -> sqlite3.Connection:

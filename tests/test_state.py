@@ -111,6 +111,15 @@ def test_two_processes_race_to_release_with_budget_one(racers: Any, tmp_path: Pa
             assert [state.released(b"key-%d" % me) for me in (0, 1)] == [me == winner for me in (0, 1)]
 
 
+def test_two_processes_open_one_fresh_file_at_once(racers: Any, tmp_path: Path) -> None:
+    """Switching a new file to WAL needs an exclusive lock, and SQLite can answer "locked"
+    at once without its busy handler: the open retries until the busy timeout (CI once
+    failed the races above on exactly this; 10 of 300 three-process opens failed before)."""
+    for i in range(3 * RACES):
+        reports = racers("open", tmp_path / f"open-{i}.db")
+        assert [outcome for _, outcome, _ in reports] == [("opened",), ("opened",)], reports
+
+
 def test_two_processes_race_to_approve_round_7(racers: Any, tmp_path: Path) -> None:
     for i in range(RACES):
         path = tmp_path / f"approve-{i}.db"
