@@ -500,12 +500,13 @@ class EnrolledAggregator(_CrashSafe):
         ``robust=True``: one member named faulty is excluded instead of raising; the result
         records it in ``self.result.faulty`` (see :func:`~he_agg.committee.combine_phase`).
         """
-        from .committee import combine_enrolled
+        from .committee import _combine_enrolled
 
         request = self.decryption_request()
-        assert self.layout is not None
-        self.result = _released(combine_enrolled(request, self._accumulator.sum, shares, robust=robust),
-                                self.layout, self.contributors)
+        assert self.layout is not None and self._accumulator is not None
+        # the request was made from this sum, which a closed round no longer changes: not hashed again
+        combined = _combine_enrolled(request, self._accumulator.sum, shares, robust=robust, digest_checked=True)
+        self.result = _released(combined, self.layout, self.contributors)
         return self.result.value
 
     def __repr__(self) -> str:

@@ -300,6 +300,13 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
     A DP request (``request.dp``) returns a :class:`~he_agg.dp.DPRelease` (values, ε, δ,
     noise std per value, excluded member).
     """
+    return _combine_enrolled(request, c0_sum, shares, robust=robust, digest_checked=False)
+
+
+def _combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[DecryptionShare | bytes], *, robust: bool,
+                      digest_checked: bool) -> Any:
+    """:func:`combine_enrolled`; ``digest_checked``: the caller made the request from this very
+    sum and has kept it unchanged since (the aggregator's closed round), so it is not hashed again."""
     from .enrolled import c0_digest
     from .hazmat.noise import EnrolledNoiseModel
     from .hazmat.wire.envelope import as_bytes, body_hash
@@ -313,7 +320,7 @@ def combine_enrolled(request: Any, c0_sum: np.ndarray, shares: Sequence[Decrypti
         raise ShareBindingError(f"the request names {request.count} ciphertexts; its layout ({layout.packing} "
                                 f"packing) needs {layout.ciphertexts(params)}")
     c0 = np.ascontiguousarray(c0_sum, dtype=np.uint64).reshape(request.count, len(params.data_moduli), params.n)
-    if c0_digest(params, length, body_hash(as_bytes(c0))) != request.aggregate_digest:
+    if not digest_checked and c0_digest(params, length, body_hash(as_bytes(c0))) != request.aggregate_digest:
         raise ShareBindingError("this sum of c0 is not the one the request names")
     model = EnrolledNoiseModel(params, context.statistical_bits)
     out = combine_phase(request, c0, shares, length,

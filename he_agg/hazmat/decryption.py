@@ -70,10 +70,13 @@ def make_share(secret: np.ndarray, lam: np.ndarray, c1: np.ndarray, noise: np.nd
 
 
 def phase(c0: np.ndarray, shares: Sequence[np.ndarray], params: Params) -> np.ndarray:
-    """c0 + Σ shares, NTT form (count, L, N)."""
+    """c0 + Σ shares, NTT form (count, L, N): one validated pass of the summing kernel over
+    every share (threads by ciphertext), not one pass per share."""
     out = c0.copy()
-    for share in shares:
-        kernels.add(out, out, share, params.data_moduli)
+    count = out.shape[0]
+    offsets = np.arange(count, dtype=np.uint64) * np.uint64(out[0].nbytes)
+    kernels.sum_ciphertexts(out.reshape(count, 1, *out.shape[1:]),
+                            [(np.ascontiguousarray(share), offsets) for share in shares], params.data_moduli)
     return out
 
 
