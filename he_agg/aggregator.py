@@ -26,6 +26,7 @@ from .context import PublicContext
 from .errors import (
     AggregationError,
     DuplicateContributionError,
+    HeAggError,
     ParameterMismatchError,
     RoundMismatchError,
     ShareBindingError,
@@ -415,17 +416,22 @@ class EnrolledAggregator(_CrashSafe):
 
         With ``state_dir`` it returns only once the upload is durable (ledger row and checkpoint).
         """
-        from .enrolled import C0Accumulator, EnrolledUpload, open_upload
+        from .enrolled import C0Accumulator, EnrolledUpload, OpenedUpload, blame_bytes, open_upload
 
         if self._request is not None:
             raise AggregationError(f"round {self.round_id} is closed: its decryption request was issued")
         if self._accumulator is None:
             if not isinstance(upload, EnrolledUpload):  # opened once: the accumulator takes it as is
                 upload = open_upload(upload, self.context.params, self.context.committee_id,
-                                     verify_key=None, epoch=self.epoch, round_id=self.round_id, check=False)
+                                     verify_key=None, epoch=self.epoch, round_id=self.round_id, check=False,
+                                     defer_body=self._hashes_in_sum)
             layout = upload.layout
             if self.layout is not None:
-                check_layout(layout, self.layout)
+                try:
+                    check_layout(layout, self.layout)
+                except HeAggError:
+                    blame_bytes(upload.check_body if isinstance(upload, OpenedUpload) else None, upload.c0)
+                    raise
             self._accumulator = self._new_accumulator(C0Accumulator, self.layout or layout)
         ticket = self._accumulator.add(upload)
         self.layout = self._accumulator.layout
@@ -437,6 +443,9 @@ class EnrolledAggregator(_CrashSafe):
                 self._resume()  # the in-memory sum already holds the upload: reload what is durable
                 raise
         return ticket
+
+    #: The round's accumulator hashes each upload's body in its summing pass (he_agg.dask: False).
+    _hashes_in_sum = True
 
     def _new_accumulator(self, kind: Any, layout: Layout) -> Any:
         """The round's c0 accumulator (``kind``: C0Accumulator, or he_agg.dask's sharded subclass)."""

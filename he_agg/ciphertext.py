@@ -26,6 +26,7 @@ import numpy as np
 from .errors import FormatError, ParameterMismatchError
 from .hazmat.wire import packed as packed_wire
 from .hazmat.wire import seal, tenseal
+from .hazmat.wire.digest import StreamDigest
 from .hazmat.wire.envelope import Kind, Meta, as_bytes, body_hash, body_words, open_envelope, seal_envelope
 from .params import Params
 
@@ -298,7 +299,8 @@ def residue_view(item: Submission, params: Params, what: str = "encrypted vector
 
 
 def residue_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
-    """The digest naming an encrypted vector: BLAKE3(domain ‖ parameters ‖ length ‖ BLAKE3(residues)).
+    """The digest naming an encrypted vector: BLAKE3(domain ‖ parameters ‖ length ‖ D(residues)),
+    D the body digest (:mod:`he_agg.hazmat.wire.digest`).
 
     The residue bytes are (count, 2, L, N) little-endian words in order; hashing them
     once serves both this digest and the wire checksum.
@@ -314,7 +316,7 @@ def view_digest(view: tenseal.ResidueView, params: Params) -> bytes:
         return residue_digest(params, view.length, view.body_hash)
     if isinstance(view.buffer, np.ndarray):
         return residue_digest(params, view.length, body_hash(as_bytes(view.buffer)))
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = StreamDigest()
     whole = as_bytes(view.buffer)
     if view.offsets.ndim == 1:
         size = 2 * len(params.data_moduli) * params.n * 8

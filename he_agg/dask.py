@@ -292,6 +292,7 @@ def _sharded_c0_type() -> type:
 
         shards: _Shards | None = None
         _gathered: int = -1
+        _hashes_in_sum = False  # the driver hashes each upload; the shards only sum
 
         def setup(self, client: Any, shards: int | None, threads: int, store: str | None) -> None:
             self.shards = _Shards(client, self._acc.shape[0], 1, self.params, shards, threads, store)
@@ -336,6 +337,8 @@ class ShardedEnrolledAggregator(EnrolledAggregator):
             raise AggregationError("a sharded round lives in the cluster's memory: state_dir= is for local rounds")
         super().__init__(context, round_id, **kwargs)
         self._client, self._shard_count, self._threads = client, shards, threads
+
+    _hashes_in_sum = False  # the driver hashes each upload; the shards only sum
 
     def _new_accumulator(self, kind: Any, layout: Layout) -> Any:
         acc = super()._new_accumulator(_sharded_c0_type(), layout)

@@ -18,6 +18,7 @@ upload); members later add a·(their shares of Σ s_k) plus flooding.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from .errors import (
     ClientStateError,
     DuplicateContributionError,
     FormatError,
+    HeAggError,
     NotEnrolledError,
     ParameterError,
     ParameterMismatchError,
@@ -103,7 +105,8 @@ def ciphertext_count(length: int, params: Params, packing: str = "slots") -> int
 
 
 def c0_digest(params: Params, length: int, residues_hash: bytes) -> bytes:
-    """The digest a ticket signs: BLAKE3(domain ‖ params ‖ length ‖ BLAKE3(c0 residue bytes))."""
+    """The digest a ticket signs: BLAKE3(domain ‖ params ‖ length ‖ D(c0 residue bytes)),
+    D the body digest (:mod:`he_agg.hazmat.wire.digest`)."""
     return blake3.blake3(_C0_DOMAIN + params.fingerprint + struct.pack("<Q", length) + residues_hash).digest()
 
 
@@ -410,8 +413,8 @@ class EnrolledUpload:
         ``verify_key``: the client's enrolled key or a lookup by client id; None skips the
         signature (the members verify tickets). ``epoch``/``round_id``: refuse others.
         """
-        ticket, layout, c0, _ = open_upload(data, params, committee_id, verify_key=verify_key, epoch=epoch,
-                                            round_id=round_id, check=True)
+        ticket, layout, c0, *_ = open_upload(data, params, committee_id, verify_key=verify_key, epoch=epoch,
+                                             round_id=round_id, check=True)
         return cls(params, ticket, layout, c0)
 
     def __repr__(self) -> str:
@@ -426,22 +429,41 @@ class OpenedUpload(NamedTuple):
     ticket: Ticket
     layout: Layout
     c0: np.ndarray | packed_wire.PackedView
-    residues_hash: bytes
+    residues_hash: bytes | None  # None: deferred, see ``check_body``
+    check_body: Callable[[bytes], None] | None = None
 
 
 def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
                 epoch: int | None = None, round_id: int | None = None,
-                check: bool = True) -> OpenedUpload:
+                check: bool = True, defer_body: bool = False) -> OpenedUpload:
     """Validate an upload's envelope, meta and ticket; view its residues without copying.
 
-    Returns (ticket, layout, c0 view (count, L, N), hash of the residue words). A packed
+    Returns (ticket, layout, c0 view (count, L, N), digest of the residue words). A packed
     body (meta ``"packed": true``) gives a :class:`PackedView` instead (an array with
-    ``check``) and the hash its unpacked words would have. Every size is checked
+    ``check``) and the digest its unpacked words would have. Every size is checked
     against the buffer before the view is made. With ``check=False`` the residues are
     left for the summing kernel to range-check in the pass that adds them.
+
+    ``defer_body=True`` (with ``check=False``; unpacked bodies, else ignored): the body is
+    not hashed here. ``residues_hash`` is None and ``check_body(digest)`` — the envelope
+    checksum, then the ticket's c0 digest — must be called with the digest of the words
+    (:func:`he_agg.hazmat.kernels.sum_hashed`) before anything derived from the upload is
+    kept. Errors are the same as without deferral: whenever the bytes fail their
+    checksum, that is the error reported.
     """
     what = "he_agg enrolled upload"
-    env = open_envelope(data, Kind.ENROLLED_UPLOAD, what)
+    env = open_envelope(data, Kind.ENROLLED_UPLOAD, what, defer_body=defer_body and not check)
+    if env.body_hash is None:
+        try:
+            return _open_upload(env, params, committee_id, verify_key, epoch, round_id, check, what)
+        except HeAggError:
+            env.check_body(body_hash(env.body))  # corrupted bytes: report the checksum, as without deferral
+            raise
+    return _open_upload(env, params, committee_id, verify_key, epoch, round_id, check, what)
+
+
+def _open_upload(env: Any, params: Params, committee_id: bytes, verify_key: VerifyKey | None, epoch: int | None,
+                 round_id: int | None, check: bool, what: str) -> OpenedUpload:
     meta = env.meta
     if meta.hexbytes("params", 32) != params.fingerprint:
         raise ParameterMismatchError(f"{what}: made for other parameters; expected {params.describe()}")
@@ -459,16 +481,31 @@ def open_upload(data: object, params: Params, committee_id: bytes, *, verify_key
     shape = (layout.ciphertexts(params), len(params.data_moduli), params.n)
     c0: np.ndarray | packed_wire.PackedView
     if packed_wire.packed_flag(meta, who):  # sizes checked against the formula before any use
+        if env.body_hash is None:  # deferral is for unpacked bodies: check the packed bytes now
+            env = dataclasses.replace(env, body_hash=body_hash(env.body))
+            env.check_body(env.body_hash)
         c0 = packed_wire.PackedView(*packed_wire.packed_body(env.body, (shape[0], 1) + shape[1:], params.data_moduli,
                                                              who), length, False, env.body_hash, 1)
         residues_hash = c0.unpacked_hash(params)
     else:
         c0 = body_words(env.body, shape, who)
         residues_hash = env.body_hash
-    if ticket.layout_digest != layout.digest or ticket.c0_digest != c0_digest(params, length, residues_hash):
+
+    def check_digest(digest: bytes) -> None:
+        if ticket.c0_digest != c0_digest(params, length, digest):
+            raise TicketError(f"{who}: the ticket does not match the layout or the residues")
+
+    if ticket.layout_digest != layout.digest:
         raise TicketError(f"{who}: the ticket does not match the layout or the residues")
+    if residues_hash is not None:
+        check_digest(residues_hash)
     if verify_key is not None:
         ticket.verify(verify_key)
+    if residues_hash is None:  # deferred: the caller hashes the words in its summing pass
+        def check_body(digest: bytes) -> None:
+            env.check_body(digest)
+            check_digest(digest)
+        return OpenedUpload(ticket, layout, c0, None, check_body)
     if check:
         if isinstance(c0, packed_wire.PackedView):
             c0 = c0.residues(params, who)[:, 0]
@@ -481,6 +518,14 @@ def _hex(text: str, what: str) -> str:
     if len(text) % 2 or any(c not in "0123456789abcdef" for c in text):
         raise FormatError(f"{what}: the ticket is not lowercase hex")
     return text
+
+
+def blame_bytes(check_body: Callable[[bytes], None] | None, c0: Any) -> None:
+    """Before an error about an upload opened with ``defer_body`` leaves: hash its words and
+    run the deferred checks, so that corrupted bytes are reported as such (ChecksumError,
+    TicketError), exactly as when the body is checked at opening."""
+    if check_body is not None:
+        check_body(body_hash(as_bytes(c0)))
 
 
 # -- server: the c0 sum ------------------------------------------------------------------------------
@@ -539,28 +584,28 @@ class C0Accumulator:
         An :class:`OpenedUpload` (bytes already opened for this round's parameters, e.g. to
         learn the first upload's layout) is not parsed again; its ticket is checked again.
         """
+        check_body: Callable[[bytes], None] | None = None
         if isinstance(upload, (EnrolledUpload, OpenedUpload)):
             if isinstance(upload, EnrolledUpload) and upload.params != self.params:
                 raise ParameterMismatchError("the upload was made under other parameters")
             ticket, layout, c0 = upload.ticket, upload.layout, upload.c0
+            check_body = upload.check_body if isinstance(upload, OpenedUpload) else None
             self._check_ticket(ticket)
             if self._verify_key is not None:
                 ticket.verify(self._verify_key)
         else:
-            ticket, layout, c0, _ = open_upload(upload, self.params, self.committee_id, verify_key=self._verify_key,
-                                                epoch=self.epoch, round_id=self.round_id, check=False)
-        if ticket.client_id in self._tickets:
-            raise DuplicateContributionError(f"client {ticket.client_id!r} already contributed to round "
-                                             f"{self.round_id}")
-        if layout.packing != self.packing:
-            raise PackingMismatchError(f"client {ticket.client_id!r} packed its update as {layout.packing!r}; "
-                                       f"this round is packed as {self.packing!r}")
-        if layout.length != self.length:
-            raise ParameterMismatchError(f"client {ticket.client_id!r} sent {layout.length} slots; the round "
-                                         f"expects {self.length}")
-        if self.layout is not None:
-            check_layout(layout, self.layout)
-        self._sum(c0)
+            ticket, layout, c0, _, check_body = open_upload(
+                upload, self.params, self.committee_id, verify_key=self._verify_key, epoch=self.epoch,
+                round_id=self.round_id, check=False, defer_body=self._hashes_in_sum)
+        try:
+            self._check_upload(ticket, layout)
+        except HeAggError:
+            blame_bytes(check_body, c0)
+            raise
+        if check_body is None:
+            self._sum(c0)
+        else:
+            self._sum_and_check(c0, check_body)
         if self.layout is None:
             self.layout = layout
         self._tickets[ticket.client_id] = ticket
@@ -575,6 +620,40 @@ class C0Accumulator:
             step = np.uint64(c0[0].nbytes)
             offsets = np.arange(c0.shape[0], dtype=np.uint64) * step
             kernels.sum_ciphertexts(self._acc, [(c0, offsets)], self.params.data_moduli)
+
+    def _check_upload(self, ticket: Ticket, layout: Layout) -> None:
+        if ticket.client_id in self._tickets:
+            raise DuplicateContributionError(f"client {ticket.client_id!r} already contributed to round "
+                                             f"{self.round_id}")
+        if layout.packing != self.packing:
+            raise PackingMismatchError(f"client {ticket.client_id!r} packed its update as {layout.packing!r}; "
+                                       f"this round is packed as {self.packing!r}")
+        if layout.length != self.length:
+            raise ParameterMismatchError(f"client {ticket.client_id!r} sent {layout.length} slots; the round "
+                                         f"expects {self.length}")
+        if self.layout is not None:
+            check_layout(layout, self.layout)
+
+    #: Whether :meth:`add` may defer hashing an upload's body to :meth:`_sum_and_check` (the
+    #: local sum hashes it in the same pass; he_agg.dask's shards hash in the driver).
+    _hashes_in_sum = True
+
+    def _sum_and_check(self, c0: Any, check_body: Callable[[bytes], None]) -> None:
+        """Add words whose digest is still unchecked, hashing them in the summing pass
+        (:func:`~he_agg.hazmat.kernels.sum_hashed`), then check the envelope checksum and the
+        ticket's digest; on any error the sum is exactly as it was. A bad residue in bytes
+        that also fail their checksum is reported as the checksum error."""
+        mods = self.params.data_moduli
+        try:
+            digest = kernels.sum_hashed(self._acc, c0.reshape(self._acc.shape), mods)
+        except HeAggError:
+            blame_bytes(check_body, c0)
+            raise
+        try:
+            check_body(digest)
+        except BaseException:
+            kernels.undo_hashed(self._acc, c0.reshape(self._acc.shape), mods)
+            raise
 
     def restore(self, acc: np.ndarray, tickets: Sequence[bytes]) -> None:
         """Reset to a saved state: Σc0 ``acc`` (this accumulator's shape) and the accepted tickets'

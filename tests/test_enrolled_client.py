@@ -28,7 +28,7 @@ from he_agg.errors import (
 )
 from he_agg.hazmat import ckks, kernels, rounds
 from he_agg.hazmat.sampling import KeyedStream, ternary
-from he_agg.hazmat.wire.envelope import Kind, open_envelope, seal_envelope
+from he_agg.hazmat.wire.envelope import Kind, body_hash, open_envelope, seal_envelope
 from he_agg.identity import PartyIdentity
 from he_agg.packing import flatten, weighted_mean
 from he_agg.params import AGGREGATION, Params
@@ -397,7 +397,7 @@ def signed_bad_residue_upload(setup: dict) -> bytes:  # type: ignore[type-arg]
     params, up = setup["params"], setup["uploads"][2]
     c0 = up.c0.copy()
     c0[1, 1, 17] = params.data_moduli[1]
-    digest = en.c0_digest(params, up.layout.length, __import__("blake3").blake3(c0.tobytes()).digest())
+    digest = en.c0_digest(params, up.layout.length, body_hash(c0.tobytes()))
     ticket = en.Ticket.sign(setup["ids"][2], committee_id=CID, epoch=3, round_id=7, client_id="c2",
                             layout_digest=up.layout.digest, c0_digest=digest)
     return en.EnrolledUpload(params, ticket, up.layout, c0).to_bytes()

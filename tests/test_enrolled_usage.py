@@ -227,14 +227,32 @@ def test_each_upload_is_opened_and_hashed_once(committee: he_agg.EnrolledCommitt
                                                clients: list[he_agg.EnrolledClient],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The server reads every upload's body once with the hash (the first upload too, whose
-    layout sizes the round): hashing is the largest cost of a server round."""
-    from he_agg.hazmat.wire import envelope
+    layout sizes the round), inside the summing pass: hashing is the largest cost of a
+    server round. Every byte hashed, anywhere, is counted."""
+    import types
+
+    import blake3
+
+    from he_agg.hazmat import kernels
+    from he_agg.hazmat.wire import digest, envelope
 
     blobs = [client.encrypt(np.full(300, 0.25), round_id=9001) for client in clients[:3]]
+    bodies = [len(envelope.open_envelope(b, envelope.Kind.ENROLLED_UPLOAD, "upload").body) for b in blobs]
     hashed: list[int] = []
-    real = envelope.body_hash
-    monkeypatch.setattr(envelope, "body_hash", lambda body: hashed.append(len(body)) or real(body))
+
+    def counting(data: object = b"", **kw: object) -> object:
+        hashed.append(memoryview(data).nbytes)  # type: ignore[arg-type]
+        return blake3.blake3(data, **kw)  # type: ignore[arg-type]
+
+    for module in (kernels, digest, envelope):
+        monkeypatch.setattr(module, "blake3", types.SimpleNamespace(blake3=counting))
+    fused: list[int] = []
+    real_sum = kernels.sum_hashed
+    monkeypatch.setattr(kernels, "sum_hashed", lambda *a: fused.append(1) or real_sum(*a))
     agg = he_agg.Aggregator(committee.public_context, round_id=9001)
     for blob in blobs:
         agg.add(blob)
-    assert len(hashed) == 3 and agg.contributors == tuple(c.client_id for c in clients[:3])
+    assert agg.contributors == tuple(c.client_id for c in clients[:3])
+    assert len(fused) == 3  # each body hashed in the pass that sums it
+    big = [h for h in hashed if h >= min(bodies)]  # the rest: headers, metas, 32-byte digests
+    assert sorted(big) == sorted(bodies), (big, bodies)

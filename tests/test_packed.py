@@ -22,7 +22,7 @@ from he_agg.ciphertext import CiphertextBatch, residue_view, view_digest
 from he_agg.errors import FormatError, ParameterError, ResidueRangeError, TicketError
 from he_agg.hazmat import kernels
 from he_agg.hazmat.wire import packed
-from he_agg.hazmat.wire.envelope import Kind, open_envelope, seal_envelope
+from he_agg.hazmat.wire.envelope import Kind, body_hash, open_envelope, seal_envelope
 from he_agg.identity import PartyIdentity
 from he_agg.params import AGGREGATION, Params, is_prime
 
@@ -97,7 +97,7 @@ def test_pack_round_trip_and_size(bits: list[int], logn: int, rows: int, seed: i
     for name in BACKENDS:
         with kernels.use_backend(name):
             assert np.array_equal(packed.unpack_residues(blob, x.shape, moduli), x), name
-    assert packed.hash_unpacked(blob, x.shape, moduli) == __import__("blake3").blake3(x.tobytes()).digest()
+    assert packed.hash_unpacked(blob, x.shape, moduli) == body_hash(x.tobytes())
 
 
 def test_sixty_bit_primes_take_seven_and_a_half_bytes() -> None:
@@ -356,7 +356,7 @@ def test_packed_enrolled_refusals(setup: dict) -> None:  # type: ignore[type-arg
     shape = (c0.shape[0], 1) + c0.shape[1:]
     blob = plant(packed.pack_residues(c0, moduli), 0, shape, moduli, (1, 0, 1, 17), moduli[1])
     c0[1, 1, 17] = moduli[1]
-    digest = en.c0_digest(params, up.layout.length, __import__("blake3").blake3(c0.tobytes()).digest())
+    digest = en.c0_digest(params, up.layout.length, body_hash(c0.tobytes()))
     ticket = en.Ticket.sign(ids[2], committee_id=CID, epoch=3, round_id=7, client_id="c2",
                             layout_digest=up.layout.digest, c0_digest=digest)
     forged = reseal(en.EnrolledUpload(params, ticket, up.layout, up.c0).to_bytes(packed=True), kind, body=blob)

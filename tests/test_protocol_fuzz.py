@@ -86,6 +86,32 @@ def test_fuzz_enrolled_upload_and_ticket(enrolled) -> None:  # type: ignore[no-u
     assert_only_heagg_errors(lambda b: Ticket.from_bytes(b).verify(key), ticket.to_bytes(), examples=SMALL)
 
 
+def test_fuzz_the_servers_add(enrolled) -> None:  # type: ignore[no-untyped-def]
+    """The server's add opens an upload with its hash deferred to the summing pass: mutated
+    bytes, first or second in a round, raise only he_agg errors and never change the sum."""
+    from he_agg.aggregator import Aggregator
+
+    committee, _, uploads, _, _, _ = enrolled
+    ctx = committee.public_context
+    base = Aggregator(ctx, 1, min_clients=2)
+    base.add(uploads[0])
+    before = base._accumulator.sum.copy()
+
+    def add(blob: bytes) -> None:
+        try:
+            Aggregator(ctx, 1, min_clients=2).add(blob)  # first upload: it sizes the round
+        finally:
+            try:
+                base.add(blob)  # second: the sum must be untouched on refusal
+            except Exception:
+                assert np.array_equal(base._accumulator.sum, before) and len(base) == 1
+                raise
+            base._accumulator = None  # accepted (a mutation that is still a valid upload): start over
+            base.add(uploads[0])
+
+    assert_only_heagg_errors(add, uploads[1], examples=SMALL)
+
+
 def test_fuzz_enrolled_share(enrolled) -> None:  # type: ignore[no-untyped-def]
     committee, _, _, _, _, share = enrolled
     assert_only_heagg_errors(lambda b: DecryptionShare.from_bytes(b, committee.context), share.to_bytes(),

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
+import blake3
 import numpy as np
 
 from he_agg.errors import (
@@ -65,6 +66,8 @@ __all__ = [
     "signed_to_rns",
     "sub",
     "sum_ciphertexts",
+    "sum_hashed",
+    "undo_hashed",
     "sum_packed",
     "thread_count",
     "unpack_residues",
@@ -388,6 +391,86 @@ def sum_ciphertexts(
         fault = _sliced("contiguous", acc, bufs, table, mods)
     if fault is not None:
         raise _fault(fault, acc, bufs, table, mods)
+
+
+def sum_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> bytes:
+    """acc += words mod q, range-checked, and the body digest of words' bytes, in ONE read.
+
+    ``words``: one upload's residues, uint64 C-contiguous, acc's shape (validated sizes,
+    residues unchecked). The digest is :func:`he_agg.hazmat.wire.digest.body_digest` of
+    the words' bytes: each 1 MiB segment is hashed right before the ciphertexts that start
+    in it are added, so they are summed from cache, and segments are split over the
+    summing threads. On a bad residue ResidueRangeError names it (the single-threaded
+    fault) and acc is exactly as it was. The caller compares the digest with what the
+    upload claims and, on a mismatch, takes the words back out with :func:`undo_hashed`.
+    """
+    from ..wire.digest import SEGMENT, body_digest, root, segment_count
+
+    mods = _moduli(moduli)
+    if not isinstance(acc, np.ndarray) or acc.ndim != 4:
+        raise ParameterMismatchError("acc must be a uint64 array shaped (count, polys, nmod, n)")
+    _residues("acc", acc, mods, writable=True)
+    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or not words.flags.c_contiguous \
+            or words.size != acc.size:
+        raise ParameterMismatchError(f"words must be C-contiguous uint64 of {acc.size} words (acc's shape)")
+    count, polys, nmod, n = acc.shape
+    ct_words = polys * nmod * n
+    ct_bytes = 8 * ct_words
+    buf = words.reshape(-1).view(np.uint8)
+    view = memoryview(buf)
+    table = (np.arange(count, dtype=np.uint64) * np.uint64(ct_bytes))[None]
+    nseg = segment_count(buf.nbytes)
+    parts = min(thread_count(), nseg)
+    if active_backend() != "native" or count == 0:
+        digest = body_digest(view)
+        sum_ciphertexts(acc, [(buf, table[0])], mods)
+        return digest
+    impl = _impl()
+
+    def run(first: int, last: int) -> tuple[list[bytes], list[tuple[int, int]], tuple[int, int] | None]:
+        digests: list[bytes] = []
+        done: list[tuple[int, int]] = []
+        for k in range(first, last):
+            digests.append(blake3.blake3(view[k * SEGMENT : (k + 1) * SEGMENT]).digest())
+            a, b = -(-k * SEGMENT // ct_bytes), min(count, -(-(k + 1) * SEGMENT // ct_bytes))
+            if a < b:  # the ciphertexts that start in segment k
+                fault = impl.sum_ciphertexts(acc[a:b], [buf], np.ascontiguousarray(table[:, a:b]), mods)
+                if fault is not None:
+                    return digests, done, (fault[0], fault[1] + a * ct_words)
+                done.append((a, b))
+        return digests, done, None
+
+    ranges = _slices(nseg, parts) if parts >= 2 and buf.nbytes >= 8 * PARALLEL_MIN_WORDS else [(0, nseg)]
+    pool = _executor(len(ranges) - 1) if len(ranges) > 1 else None
+    futures = [pool.submit(run, lo, hi) for lo, hi in ranges[1:]] if pool is not None else []
+    outcomes: list[Any] = []
+    try:
+        outcomes.append(run(*ranges[0]))
+    except BaseException as exc:  # noqa: BLE001 -- every slice must finish before rollback
+        outcomes.append(exc)
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except BaseException as exc:  # noqa: BLE001
+            outcomes.append(exc)
+    failed = [o for o in outcomes if isinstance(o, BaseException) or o[2] is not None]
+    if not failed:
+        return root(buf.nbytes, [d for o in outcomes for d in o[0]])
+    for outcome in outcomes:
+        if not isinstance(outcome, BaseException):
+            for a, b in outcome[1]:  # added: undo exactly
+                impl.sum_undo(acc[a:b], [buf], np.ascontiguousarray(table[:, a:b]), mods, "contiguous")
+    for outcome in failed:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    raise _fault(min(o[2] for o in failed), acc, [buf], table, mods)
+
+
+def undo_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> None:
+    """acc -= words: the exact undo of a successful :func:`sum_hashed` (e.g. when the digest
+    it returned does not match what the upload claims)."""
+    if acc.size:
+        sub(acc, acc, words.reshape(acc.shape), moduli)
 
 
 # -- packed residues ---------------------------------------------------------------------

@@ -12,13 +12,18 @@ Layout (little-endian)::
     24      M     meta: canonical JSON object (sorted keys, no spaces, UTF-8)
     …       pad   zeros up to the next multiple of 64 (the body is 64-byte aligned)
     …       B     body: raw little-endian words (residues), or empty
-    …       32    checksum: BLAKE3(fixed part ‖ meta ‖ pad ‖ BLAKE3(body))
+    …       32    checksum: BLAKE3(fixed part ‖ meta ‖ pad ‖ D(body))
+
+D is the body digest (:mod:`.digest`: BLAKE3 over the BLAKE3s of 1 MiB segments).
 
 Readers check, in this order and before using anything: length against the fixed part,
 magic, version, kind, reserved, meta length, the total length implied by M and B against
-the real buffer, the checksum, then the meta JSON's keys and types. The checksum detects
+the real buffer, the checksum, then the meta JSON's keys and types. The one exception is
+the server's summing pass (``open_envelope(..., defer_body=True)``): it hashes the body
+while adding it to a private sum, checks the checksum after, and takes the body back out
+on a mismatch, so nothing derived from unchecked bytes is ever kept or sent. The checksum detects
 corruption, not forgery: authenticity belongs to the transport (or to the sealed
-pairwise messages of key generation). The body is hashed once, on both cores
+pairwise messages of key generation). The body is hashed once, on every core
 (:func:`body_hash`); content digests built on top of it (a ciphertext's digest) reuse
 that hash, so a large body is read by the hash exactly once.
 """
@@ -38,6 +43,7 @@ import blake3
 import numpy as np
 
 from ...errors import ChecksumError, FormatError, ResourceLimitError
+from .digest import body_digest
 
 __all__ = ["Envelope", "Kind", "Meta", "as_bytes", "body_hash", "body_words", "open_envelope", "parse_meta", "seal_envelope"]
 
@@ -91,8 +97,9 @@ def as_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> memoryview:
 
 
 def body_hash(body: memoryview | bytes) -> bytes:
-    """BLAKE3-256 of a body, multithreaded (large bodies are residues: gigabytes at scale)."""
-    return blake3.blake3(body, max_threads=blake3.blake3.AUTO).digest()
+    """The body digest (:func:`.digest.body_digest`), its segments hashed on every core
+    (large bodies are residues: gigabytes at scale)."""
+    return body_digest(memoryview(body).cast("B"))
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,25 @@ class Envelope:
     kind: Kind
     meta: "Meta"
     body: memoryview  # a view into the caller's buffer, 64-byte aligned relative to its start
-    body_hash: bytes  # BLAKE3 of the body, already computed for the checksum
+    body_hash: bytes | None  # the body digest, computed for the checksum (None: deferred, see open_envelope)
+    sealed: bytes = b""  # the checksummed bytes before the body (kept for a deferred check)
+    checksum: bytes = b""
+
+    def check_body(self, digest: bytes) -> None:
+        """The deferred checksum check: ``digest`` is the body digest the caller computed
+        (e.g. in the pass that sums the body). Raises ChecksumError on a mismatch."""
+        if not hmac.compare_digest(blake3.blake3(self.sealed + digest).digest(), self.checksum):
+            raise ChecksumError(f"{self.meta.what}: checksum mismatch, the bytes were corrupted in transit or storage")
 
 
-def open_envelope(data: object, expected: Kind, what: str) -> Envelope:
-    """Validate an envelope of kind ``expected`` and return its meta and a zero-copy body."""
+def open_envelope(data: object, expected: Kind, what: str, *, defer_body: bool = False) -> Envelope:
+    """Validate an envelope of kind ``expected`` and return its meta and a zero-copy body.
+
+    ``defer_body=True`` (for a caller that hashes the body in the pass that uses it): the
+    header, padding and meta are checked as usual, but the checksum is left to
+    :meth:`Envelope.check_body`, which the caller MUST call before anything derived from
+    the body or the meta leaves it; ``body_hash`` is then None.
+    """
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
@@ -129,14 +150,14 @@ def open_envelope(data: object, expected: Kind, what: str) -> Envelope:
     if total != len(view):
         raise FormatError(f"{what}: header implies {total} bytes, buffer has {len(view)} (truncated or padded?)")
     body = view[body_start : body_start + body_len]
-    hashed = body_hash(body)
-    checksum = blake3.blake3(bytes(view[:body_start]) + hashed).digest()
-    if not hmac.compare_digest(checksum, bytes(view[total - _CHECKSUM :])):
+    sealed, checksum = bytes(view[:body_start]), bytes(view[total - _CHECKSUM :])
+    hashed = None if defer_body else body_hash(body)
+    if hashed is not None and not hmac.compare_digest(blake3.blake3(sealed + hashed).digest(), checksum):
         raise ChecksumError(f"{what}: checksum mismatch, the bytes were corrupted in transit or storage")
     if any(view[_FIXED.size + meta_len : body_start]):
         raise FormatError(f"{what}: non-zero padding")
     meta = parse_meta(bytes(view[_FIXED.size : _FIXED.size + meta_len]), what)
-    return Envelope(Kind(kind), Meta(meta, what), body, hashed)
+    return Envelope(Kind(kind), Meta(meta, what), body, hashed, sealed, checksum)
 
 
 # -- the meta JSON parser: bounded before and while json.loads runs ---------------------------
@@ -251,6 +272,11 @@ class Meta:
             raise FormatError(f"{what}: meta is not a JSON object")
         self._data = data
         self._what = what
+
+    @property
+    def what(self) -> str:
+        """What the envelope holds, as error messages name it."""
+        return self._what
 
     def _get(self, key: str) -> Any:
         if key not in self._data:

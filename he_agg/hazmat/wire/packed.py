@@ -25,13 +25,14 @@ import numpy as np
 from ...errors import FormatError, ParameterMismatchError
 from .. import kernels
 from ..kernels.tables import ModuliLike, normalize_moduli
+from . import digest
 from .tenseal import ResidueView
 
 __all__ = ["PackedView", "hash_unpacked", "pack_residues", "packed_body", "packed_flag", "packed_size", "unpack_residues"]
 
-#: Scratch bytes :func:`hash_unpacked` unpacks into at a time (at least one row). A row
-#: count (16 rows) was a whole upload's unpacked size at ≤ 16 rows (8 ciphertexts): the
-#: server's peak then held the accumulator, the packed upload and a full unpacked copy.
+#: Scratch bytes :func:`hash_unpacked` unpacks into at a time, per thread (at least one row).
+#: A row count (16 rows) was a whole upload's unpacked size at ≤ 16 rows (8 ciphertexts):
+#: the server's peak then held the accumulator, the packed upload and a full unpacked copy.
 _HASH_SCRATCH = 1 << 18
 
 
@@ -92,24 +93,37 @@ def unpack_residues(data: Any, shape: tuple[int, ...], moduli: ModuliLike, *, ch
 
 
 def hash_unpacked(data: Any, shape: tuple[int, ...], moduli: ModuliLike) -> bytes:
-    """BLAKE3 of the UNPACKED little-endian words of packed ``data`` (size checked), rows
-    unpacked a few at a time into a small scratch: the digest an unpacked body would have."""
+    """The body digest of the UNPACKED little-endian words of packed ``data`` (size checked):
+    the digest an unpacked body would have. Each 1 MiB segment of the unpacked words is
+    hashed from rows unpacked a few at a time into a small per-thread scratch; segments
+    are split over the summing threads."""
     mods = normalize_moduli(moduli)
     view = memoryview(data).cast("B")
     if len(view) != packed_size(shape, mods):
         raise FormatError(f"packed residues are {len(view)} bytes; {packed_size(shape, mods)} expected")
     n = shape[-1]
     rows = math.prod(shape[:-2])
-    row_bytes = 8 * sum(kernels.packed_row_words(n, mods))
-    step = max(1, min(rows, _HASH_SCRATCH // (8 * len(mods) * n)))
-    scratch = np.empty((step, len(mods), n), dtype=np.uint64)
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        part = scratch[: r1 - r0]
-        kernels.unpack_residues(part, view[r0 * row_bytes : r1 * row_bytes], mods)
-        hasher.update(part.reshape(-1).view(np.uint8))
-    return hasher.digest()
+    row_bytes = 8 * sum(kernels.packed_row_words(n, mods))  # one polynomial, every prime: packed ...
+    unpacked_row = 8 * len(mods) * n  # ... and unpacked
+    total = rows * unpacked_row
+    step = max(1, min(rows, _HASH_SCRATCH // unpacked_row))
+
+    def run(first: int, last: int) -> list[bytes]:
+        scratch = np.empty((step, len(mods), n), dtype=np.uint64)
+        flat = scratch.reshape(-1).view(np.uint8)
+        digests = []
+        for k in range(first, last):
+            lo, hi = k * digest.SEGMENT, min(total, (k + 1) * digest.SEGMENT)
+            hasher = blake3.blake3()
+            for r0 in range(lo // unpacked_row, -(-hi // unpacked_row), step):
+                r1 = min(rows, r0 + step)
+                kernels.unpack_residues(scratch[: r1 - r0], view[r0 * row_bytes : r1 * row_bytes], mods)
+                base = r0 * unpacked_row
+                hasher.update(flat[max(lo, base) - base : min(hi, r1 * unpacked_row) - base])
+            digests.append(hasher.digest())
+        return digests
+
+    return digest.root(total, digest.over_segments(run, digest.segment_count(total)))
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,7 @@ class PackedView(ResidueView):
         raise FormatError("a packed view has no unpacked byte chunks; use residues() or unpacked_hash()")
 
     def unpacked_hash(self, params: Any) -> bytes:
-        """BLAKE3 of the unpacked residue words, in order (a bounded scratch, no full copy)."""
+        """The body digest of the unpacked residue words, in order (a bounded scratch, no full copy)."""
         shape = (self.count, self.polys, len(params.data_moduli), params.n)
         return hash_unpacked(self._bytes(shape, params), shape, params.data_moduli)
 
