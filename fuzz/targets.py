@@ -300,7 +300,10 @@ def enrolled_request() -> Target:
 
 
 def enrolled_upload() -> Target:
-    """Enrolled uploads (plain and packed c0) and their tickets; Aggregator.add too."""
+    """Enrolled uploads (plain and packed c0) and their tickets; the server's Aggregator.add too
+    (its hash deferred to the summing pass), for every input."""
+    import numpy as np
+
     from he_agg.aggregator import Aggregator
     from he_agg.enrolled import EnrolledUpload, Ticket
 
@@ -311,14 +314,35 @@ def enrolled_upload() -> Target:
     parsed = EnrolledUpload.from_bytes(first, context.params, context.committee_id, verify_key=key)
     seeds = [first, parsed.to_bytes(packed=True), parsed.ticket.to_bytes()]
 
+    base = Aggregator(committee.public_context, 1, min_clients=2)
+    base.add(_as_bytes(enrolled["uploads"][1]))
+    before = base._accumulator.sum.copy()
+
+    def server_add(b: bytes) -> None:
+        """The server's add hashes the body in its summing pass: first upload of a round, and
+        second into a round whose sum must be untouched by a refusal."""
+        try:
+            Aggregator(committee.public_context, 1, min_clients=2).add(b)
+        finally:
+            try:
+                base.add(b)
+            except BaseException:
+                if not (np.array_equal(base._accumulator.sum, before) and len(base) == 1):
+                    raise AssertionError("a refused upload changed the running sum") from None
+                raise
+            base._accumulator = None  # accepted: start the round over
+            base.add(_as_bytes(enrolled["uploads"][1]))
+
     def parse(b: bytes) -> None:
         if b[:4] == seeds[2][:4] and b[4:6] != first[4:6]:
             Ticket.from_bytes(b).verify(key)
             return
-        EnrolledUpload.from_bytes(b, context.params, context.committee_id, verify_key=key)
-        Aggregator(committee.public_context, 1, min_clients=2).add(b)
+        try:
+            EnrolledUpload.from_bytes(b, context.params, context.committee_id, verify_key=key)
+        finally:
+            server_add(b)
 
-    return Target(seeds, parse)
+    return Target(seeds, parse, keep=[base])
 
 
 def ticket() -> Target:
