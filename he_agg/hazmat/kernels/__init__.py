@@ -21,7 +21,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -441,18 +441,7 @@ def sum_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> bytes:
         return digests, done, None
 
     ranges = _slices(nseg, parts) if parts >= 2 and buf.nbytes >= 8 * PARALLEL_MIN_WORDS else [(0, nseg)]
-    pool = _executor(len(ranges) - 1) if len(ranges) > 1 else None
-    futures = [pool.submit(run, lo, hi) for lo, hi in ranges[1:]] if pool is not None else []
-    outcomes: list[Any] = []
-    try:
-        outcomes.append(run(*ranges[0]))
-    except BaseException as exc:  # noqa: BLE001 -- every slice must finish before rollback
-        outcomes.append(exc)
-    for future in futures:
-        try:
-            outcomes.append(future.result())
-        except BaseException as exc:  # noqa: BLE001
-            outcomes.append(exc)
+    outcomes = run_everywhere([lambda lo=lo, hi=hi: run(lo, hi) for lo, hi in ranges])
     failed = [o for o in outcomes if isinstance(o, BaseException) or o[2] is not None]
     if not failed:
         return root(buf.nbytes, [d for o in outcomes for d in o[0]])
@@ -460,9 +449,7 @@ def sum_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> bytes:
         if not isinstance(outcome, BaseException):
             for a, b in outcome[1]:  # added: undo exactly
                 impl.sum_undo(acc[a:b], [buf], np.ascontiguousarray(table[:, a:b]), mods, "contiguous")
-    for outcome in failed:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    raise_first(outcomes)
     raise _fault(min(o[2] for o in failed), acc, [buf], table, mods)
 
 
@@ -634,6 +621,32 @@ def _slices(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
+def run_everywhere(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run ``tasks`` at once: the first on this thread, the rest on the summing pool. Waits
+    for every task (a slice must finish before anything is rolled back) and returns each
+    one's result or the exception it raised, in order."""
+    pool = _executor(len(tasks) - 1) if len(tasks) > 1 else None
+    futures = [pool.submit(task) for task in tasks[1:]] if pool is not None else []
+    outcomes: list[Any] = []
+    try:
+        outcomes.append(tasks[0]())
+    except BaseException as exc:  # noqa: BLE001 -- every task must finish first
+        outcomes.append(exc)
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except BaseException as exc:  # noqa: BLE001
+            outcomes.append(exc)
+    return outcomes
+
+
+def raise_first(outcomes: Sequence[Any]) -> None:
+    """Raise the first exception among :func:`run_everywhere`'s outcomes, if any."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 def _canonical(faults: list[tuple[int, int]], nsrc: int) -> tuple[int, int]:
     """The single-threaded fault from the slices' (global) faults: a bad accumulator word
     first, else the lowest source, then its lowest word (every slice reports its own
@@ -664,28 +677,13 @@ def _sliced(
         return run(acc, bufs, table, mods)
     ranges = _slices(count, parts)
     pieces = [(acc[lo:hi], np.ascontiguousarray(table[:, lo:hi])) for lo, hi in ranges]
-    pool = _executor(parts - 1)
-    futures: list[Future[tuple[int, int] | None]] = [
-        pool.submit(run, part, bufs, sub, mods) for part, sub in pieces[1:]
-    ]
-    outcomes: list[tuple[int, int] | None | BaseException] = []
-    try:
-        outcomes.append(run(pieces[0][0], bufs, pieces[0][1], mods))
-    except BaseException as exc:  # noqa: BLE001 -- every slice must finish before rollback
-        outcomes.append(exc)
-    for future in futures:
-        try:
-            outcomes.append(future.result())
-        except BaseException as exc:  # noqa: BLE001
-            outcomes.append(exc)
+    outcomes = run_everywhere([lambda part=part, sub=sub: run(part, bufs, sub, mods) for part, sub in pieces])
     if all(outcome is None for outcome in outcomes):
         return None
     for (part, sub), outcome in zip(pieces, outcomes):
         if outcome is None:  # this slice added everything: undo it exactly
             impl.sum_undo(part, bufs, sub, mods, kind)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    raise_first(outcomes)
     faults = [(o[0], o[1] + lo * ct_words) for (lo, _), o in zip(ranges, outcomes) if isinstance(o, tuple)]
     return _canonical(faults, len(bufs))
 
@@ -710,20 +708,7 @@ def _by_rows(run: Callable[..., Any], rows: int, row_words: int, *arrays: np.nda
     def piece(lo: int, hi: int) -> list[np.ndarray]:
         return [x[lo:hi] if x.shape[0] == rows else x for x in arrays]
 
-    pool = _executor(parts - 1)
-    futures = [pool.submit(run, *piece(lo, hi)) for lo, hi in ranges[1:]]
-    error: BaseException | None = None
-    try:
-        run(*piece(*ranges[0]))
-    except BaseException as exc:  # noqa: BLE001 -- wait for every slice before raising
-        error = exc
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as exc:  # noqa: BLE001
-            error = error or exc
-    if error is not None:
-        raise error
+    raise_first(run_everywhere([lambda lo=lo, hi=hi: run(*piece(lo, hi)) for lo, hi in ranges]))
 
 
 # -- NTT ---------------------------------------------------------------------------------

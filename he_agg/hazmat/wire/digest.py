@@ -51,18 +51,14 @@ def root(size: int, digests: Sequence[bytes]) -> bytes:
 def over_segments(run: Callable[[int, int], list[bytes]], count: int) -> list[bytes]:
     """``run(first, last)`` (the digests of segments first .. last − 1) over ``count``
     segments, split into contiguous ranges over the summing threads; digests in order."""
-    from ..kernels import _executor, _slices, thread_count
+    from ..kernels import _slices, raise_first, run_everywhere, thread_count
 
     parts = min(thread_count(), count)
     if parts < 2 or count < _PARALLEL_MIN_SEGMENTS:
         return run(0, count)
-    ranges = _slices(count, parts)
-    pool = _executor(parts - 1)
-    futures = [pool.submit(run, lo, hi) for lo, hi in ranges[1:]]
-    digests = run(*ranges[0])
-    for future in futures:
-        digests += future.result()
-    return digests
+    outcomes = run_everywhere([lambda lo=lo, hi=hi: run(lo, hi) for lo, hi in _slices(count, parts)])
+    raise_first(outcomes)
+    return [digest for part in outcomes for digest in part]
 
 
 def body_digest(view: memoryview) -> bytes:
