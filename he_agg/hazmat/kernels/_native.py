@@ -82,19 +82,23 @@ def _fault(rc: int, fault: Any, what: str) -> tuple[int, int] | None:
     return None
 
 
+def _summed(entry: Any, what: str, acc: np.ndarray, bufs: list[np.ndarray], table: np.ndarray,
+            moduli: tuple[int, ...], *extra: int) -> tuple[int, int] | None:
+    """Call one C summing entry point: (acc, shape, moduli, sources, table, *extra, nsrc, fault)."""
+    count, polys, nmod, n = acc.shape
+    keep, bases = _bases(bufs)
+    fault = ffi.new("heagg_fault *")
+    rc = entry(_ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
+               bases, _ptr(table), *extra, len(bufs), fault)
+    del keep
+    return _fault(rc, fault, what)
+
+
 def sum_ciphertexts(
     acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
     """acc += sum of the sources mod q; on a bad word return (source, flat word), acc restored."""
-    count, polys, nmod, n = acc.shape
-    keep, bases = _bases(bufs)
-    fault = ffi.new("heagg_fault *")
-    rc = lib.heagg_sum_ciphertexts(
-        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
-        bases, _ptr(offsets), len(bufs), fault,
-    )
-    del keep
-    return _fault(rc, fault, "sum_ciphertexts")
+    return _summed(lib.heagg_sum_ciphertexts, "sum_ciphertexts", acc, bufs, offsets, moduli)
 
 
 def sum_segmented(
@@ -105,16 +109,8 @@ def sum_segmented(
     The C core takes (byte offset, cumulative end) so that it can binary-search a word's
     segment; a wrapped sum shows as a decreasing end, which the core refuses.
     """
-    count, polys, nmod, n = acc.shape
-    keep, bases = _bases(bufs)
     table = _cumulative(segments)
-    fault = ffi.new("heagg_fault *")
-    rc = lib.heagg_sum_segmented(
-        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
-        bases, _ptr(table), table.shape[2], len(bufs), fault,
-    )
-    del keep
-    return _fault(rc, fault, "sum_segmented")
+    return _summed(lib.heagg_sum_segmented, "sum_segmented", acc, bufs, table, moduli, table.shape[2])
 
 
 def _cumulative(segments: np.ndarray) -> np.ndarray:
@@ -128,15 +124,7 @@ def sum_packed(
     acc: np.ndarray, bufs: list[np.ndarray], offsets: np.ndarray, moduli: tuple[int, ...]
 ) -> tuple[int, int] | None:
     """As sum_ciphertexts for packed sources (residues unpacked inside the pass)."""
-    count, polys, nmod, n = acc.shape
-    keep, bases = _bases(bufs)
-    fault = ffi.new("heagg_fault *")
-    rc = lib.heagg_sum_packed(
-        _ptr(acc, writable=True), count, polys, nmod, n, _ptr(tables.moduli_array(moduli)),
-        bases, _ptr(offsets), len(bufs), fault,
-    )
-    del keep
-    return _fault(rc, fault, "sum_packed")
+    return _summed(lib.heagg_sum_packed, "sum_packed", acc, bufs, offsets, moduli)
 
 
 def sum_undo(
