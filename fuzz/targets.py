@@ -99,22 +99,9 @@ def _public() -> dict[str, Any]:
 def _enrolled() -> dict[str, Any]:
     """A 2-of-3 enrolled committee, two clients' uploads, the request, certificate and a share."""
     if "enrolled" not in _CACHE:
-        import numpy as np
+        from tests.fuzzing import enrolled_round
 
-        from he_agg.aggregator import Aggregator
-        from he_agg.member import EnrolledCommittee, EnrolledPolicy
-
-        committee = EnrolledCommittee.generate(3, 2, policy=EnrolledPolicy(min_clients=2))
-        clients = [committee.client(f"site-{i}") for i in range(2)]
-        agg = Aggregator(committee.public_context, 1, min_clients=2)
-        uploads = [c.encrypt(np.linspace(-1, 1, 40), round_id=1) for c in clients]
-        for u in uploads:
-            agg.add(u)
-        request = agg.decryption_request()
-        certificate = committee.certify(request)
-        share = committee[0].decryption_share(request, certificate)
-        _CACHE["enrolled"] = dict(committee=committee, clients=clients, uploads=uploads, request=request,
-                                  certificate=certificate, share=share)
+        _CACHE["enrolled"] = enrolled_round()
     return _CACHE["enrolled"]
 
 
@@ -358,15 +345,9 @@ def ticket() -> Target:
 
 def enrollment() -> Target:
     """Enrollment dealings (a member receives) and acks (a member accepts)."""
-    from he_agg.enrolled import EnrolledClient
-    from he_agg.member import EnrolledCommittee
+    from tests.fuzzing import enrollment_messages
 
-    committee = EnrolledCommittee.generate(3, 2)
-    client = EnrolledClient.create(committee.context, "site-x")
-    for member in committee:
-        member.enrollment.admit(client.client_id, client.public_key)
-    dealing = client.dealing()
-    acks = [m.enrollment.receive(dealing) for m in committee]
+    committee, dealing, acks = enrollment_messages()
 
     def parse(b: bytes) -> None:
         if len(b) > len(acks[1]) * 2:
@@ -374,7 +355,7 @@ def enrollment() -> Target:
         else:
             committee[1].enrollment.accept([acks[0], b, acks[2]])
 
-    return Target([dealing, acks[1]], parse, keep=[committee, client])
+    return Target([dealing, acks[1]], parse, keep=[committee])
 
 
 def keygen() -> Target:

@@ -30,6 +30,8 @@ __all__ = [
     "EXAMPLES",
     "assert_only_heagg_errors",
     "byte_mutations",
+    "enrolled_round",
+    "enrollment_messages",
     "fuzz_inputs",
     "meta_mutations",
     "random_bytes",
@@ -37,6 +39,43 @@ __all__ = [
 ]
 
 EXAMPLES = int(os.environ.get("HE_AGG_FUZZ_EXAMPLES", "200"))
+
+
+# -- valid protocol messages to mutate (shared with the atheris targets in fuzz/) ----------------
+
+
+def enrolled_round() -> dict[str, Any]:
+    """A 2-of-3 enrolled committee, two clients' uploads (bytes), the round's request,
+    its quorum certificate and member 0's share."""
+    import numpy as np
+
+    from he_agg.aggregator import Aggregator
+    from he_agg.member import EnrolledCommittee, EnrolledPolicy
+
+    committee = EnrolledCommittee.generate(3, 2, policy=EnrolledPolicy(min_clients=2))
+    clients = [committee.client(f"site-{i}") for i in range(2)]
+    agg = Aggregator(committee.public_context, 1, min_clients=2)
+    uploads = [c.encrypt(np.linspace(-1, 1, 40), round_id=1) for c in clients]
+    for upload in uploads:
+        agg.add(upload)
+    request = agg.decryption_request()
+    certificate = committee.certify(request)
+    share = committee[0].decryption_share(request, certificate)
+    return dict(committee=committee, clients=clients, uploads=uploads, request=request, certificate=certificate,
+                share=share)
+
+
+def enrollment_messages() -> tuple[Any, bytes, list[bytes]]:
+    """A 2-of-3 enrolled committee that admitted client "site-x", its dealing and the members' acks."""
+    from he_agg.enrolled import EnrolledClient
+    from he_agg.member import EnrolledCommittee
+
+    committee = EnrolledCommittee.generate(3, 2)
+    client = EnrolledClient.create(committee.context, "site-x")
+    for member in committee:
+        member.enrollment.admit(client.client_id, client.public_key)
+    dealing = client.dealing()
+    return committee, dealing, [m.enrollment.receive(dealing) for m in committee]
 
 
 # -- sealing arbitrary meta text -------------------------------------------------------------

@@ -20,30 +20,20 @@ from he_agg.enrollment import EnrollmentAck
 from he_agg.identity import PartyIdentity
 from he_agg.keygen import KeygenConfig, KeygenParty
 from he_agg.keyshare import KeyShare
-from he_agg.member import EnrolledCommittee, EnrolledPolicy
+from he_agg.member import EnrolledCommittee
 from he_agg.params import AGGREGATION
 from he_agg.quorum import Approval, QuorumCertificate
 from he_agg.requests import DecryptionShare, EnrolledRequest
 
-from .fuzzing import EXAMPLES, assert_only_heagg_errors
+from .fuzzing import EXAMPLES, assert_only_heagg_errors, enrolled_round, enrollment_messages
 
 SMALL = max(EXAMPLES // 4, 25)
 
 
 @pytest.fixture(scope="module")
 def enrolled():  # type: ignore[no-untyped-def]
-    committee = EnrolledCommittee.generate(3, 2, policy=EnrolledPolicy(min_clients=2))
-    clients = [committee.client(f"site-{i}") for i in range(2)]
-    from he_agg.aggregator import Aggregator
-
-    agg = Aggregator(committee.public_context, 1, min_clients=2)
-    uploads = [c.encrypt(np.linspace(-1, 1, 40), round_id=1) for c in clients]
-    for u in uploads:
-        agg.add(u)
-    request = agg.decryption_request()
-    certificate = committee.certify(request)
-    share = committee[0].decryption_share(request, certificate)
-    return committee, clients, uploads, request, certificate, share
+    built = enrolled_round()
+    return tuple(built[k] for k in ("committee", "clients", "uploads", "request", "certificate", "share"))
 
 
 def test_fuzz_enrolled_context(enrolled) -> None:  # type: ignore[no-untyped-def]
@@ -119,14 +109,7 @@ def test_fuzz_enrolled_share(enrolled) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_fuzz_enrollment_messages() -> None:
-    committee = EnrolledCommittee.generate(3, 2)
-    from he_agg.enrolled import EnrolledClient
-
-    client = EnrolledClient.create(committee.context, "site-x")
-    for member in committee:
-        member.enrollment.admit(client.client_id, client.public_key)
-    dealing = client.dealing()
-    acks = [m.enrollment.receive(dealing) for m in committee]
+    committee, dealing, acks = enrollment_messages()
     fresh = EnrolledCommittee.generate(3, 2)  # receive() of a fresh member must refuse cleanly
     target = committee[0].enrollment
     assert_only_heagg_errors(target.receive, dealing, examples=SMALL)
