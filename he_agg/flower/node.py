@@ -66,14 +66,20 @@ def _state(role: Role) -> Path:
     return role.state_dir
 
 
-def _context(role: Role) -> EnrolledContext:
-    key = (str(role.state_dir), _CONTEXT)
+def _load_cached(role: Role, name: str, parse: Any, missing: str) -> Any:
+    """``parse(bytes)`` of the node's file ``name``, cached per state directory; UsageError(missing) if absent."""
+    key = (str(role.state_dir), name)
     if key not in _cache:
-        path = role.state_dir / _CONTEXT
+        path = role.state_dir / name
         if not path.exists():
-            raise UsageError("this node holds no committee context yet (set-up not run)")
-        _cache[key] = EnrolledContext.from_bytes(path.read_bytes(), ENROLLED)
+            raise UsageError(missing)
+        _cache[key] = parse(path.read_bytes())
     return _cache[key]
+
+
+def _context(role: Role) -> EnrolledContext:
+    return _load_cached(role, _CONTEXT, lambda data: EnrolledContext.from_bytes(data, ENROLLED),
+                        "this node holds no committee context yet (set-up not run)")
 
 
 def _save_context(role: Role, data: bytes) -> EnrolledContext:
@@ -214,13 +220,8 @@ def _decrypt(role: Role, record: Any, context: Any) -> Any:
 
 
 def _public_context(role: Role) -> PublicContext:
-    key = (str(role.state_dir), _PUBLIC)
-    if key not in _cache:
-        path = role.state_dir / _PUBLIC
-        if not path.exists():
-            raise UsageError("this node holds no public-key committee context (key generation not run)")
-        _cache[key] = PublicContext.from_bytes(path.read_bytes(), AGGREGATION)
-    return _cache[key]
+    return _load_cached(role, _PUBLIC, lambda data: PublicContext.from_bytes(data, AGGREGATION),
+                        "this node holds no public-key committee context (key generation not run)")
 
 
 def _public_request(role: Role, record: Any, what: str) -> tuple[Any, DecryptionRequest, dict[str, bytes]]:
