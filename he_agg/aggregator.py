@@ -433,7 +433,13 @@ class EnrolledAggregator(_CrashSafe):
                     blame_bytes(upload.check_body if isinstance(upload, OpenedUpload) else None, upload.c0)
                     raise
             self._accumulator = self._new_accumulator(C0Accumulator, self.layout or layout)
-        ticket = self._accumulator.add(upload)
+            try:
+                ticket = self._accumulator.add(upload)
+            except BaseException:
+                self._accumulator = None  # a refused first upload leaves no trace (not even its layout)
+                raise
+        else:
+            ticket = self._accumulator.add(upload)
         self.layout = self._accumulator.layout
         if self._store is not None:
             try:

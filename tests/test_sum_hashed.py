@@ -163,6 +163,6 @@ def test_a_corrupted_first_upload_is_reported_as_corrupted(round_inputs) -> None
         agg = he_agg.Aggregator(committee.public_context, round_id=3)
         with pytest.raises(ChecksumError):
             agg.add(bytes(bad))
-        assert len(agg) == 0
+        assert len(agg) == 0 and agg._accumulator is None and agg.layout is None  # no trace, not even a layout
         agg.add(blobs[0])
         assert len(agg) == 1
