@@ -602,6 +602,9 @@ class C0Accumulator:
         except HeAggError:
             blame_bytes(check_body, c0)
             raise
+        if check_body is not None and not self._hashes_in_sum:  # e.g. shards elsewhere: check before summing
+            blame_bytes(check_body, c0)
+            check_body = None
         if check_body is None:
             self._sum(c0)
         else:

@@ -237,7 +237,7 @@ def meta_mutations(draw: st.DrawFn, valid: bytes) -> bytes:
 
 def random_bytes(max_size: int = 4096) -> st.SearchStrategy[bytes]:
     """Random bytes, sometimes behind a valid-looking magic (he_agg, SEAL, protobuf)."""
-    prefixes = st.sampled_from([b"", b"HEAG", b"HEAG\x01\x00", b"\x5e\xa1\x10\x04", b"\x0a", b"\x12"])
+    prefixes = st.sampled_from([b"", b"HEAG", b"HEAG\x02\x00", b"\x5e\xa1\x10\x04", b"\x0a", b"\x12"])
     return st.tuples(prefixes, st.binary(max_size=max_size)).map(lambda pair: pair[0] + pair[1])
 
 

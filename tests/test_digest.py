@@ -86,3 +86,15 @@ def test_packed_bodies_digest_as_their_unpacked_words(moduli: tuple[int, ...], n
     blob = packed.pack_residues(words, moduli)
     with kernels.use_threads(threads):
         assert packed.hash_unpacked(blob, words.shape, moduli) == _formula(words.tobytes())
+
+
+def test_an_envelope_from_before_the_tree_digest_names_its_version() -> None:
+    """Version 1 envelopes checksummed BLAKE3(body): a reader says which version it got, not "corrupted"."""
+    from he_agg.errors import FormatError
+    from he_agg.hazmat.wire import envelope
+
+    blob = bytearray(envelope.seal_envelope(envelope.Kind.APPROVAL, {"x": 1}, os.urandom(64)))
+    assert envelope.open_envelope(bytes(blob), envelope.Kind.APPROVAL, "approval").meta.integer("x") == 1
+    struct.pack_into("<H", blob, 4, 1)
+    with pytest.raises(FormatError, match="wire version 1, this release reads 2"):
+        envelope.open_envelope(bytes(blob), envelope.Kind.APPROVAL, "approval")

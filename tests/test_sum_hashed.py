@@ -166,3 +166,36 @@ def test_a_corrupted_first_upload_is_reported_as_corrupted(round_inputs) -> None
         assert len(agg) == 0 and agg._accumulator is None and agg.layout is None  # no trace, not even a layout
         agg.add(blobs[0])
         assert len(agg) == 1
+
+
+def test_an_accumulator_that_sums_elsewhere_checks_a_deferred_upload_first(round_inputs) -> None:  # type: ignore[no-untyped-def]
+    """he_agg.dask's accumulator sums on shards (``_hashes_in_sum = False``): an upload opened
+    with its hash deferred is checked in full before its ``_sum`` runs, never summed locally."""
+    from he_agg.enrolled import C0Accumulator, open_upload
+
+    committee, blobs, _ = round_inputs
+    ctx = committee.public_context
+    summed: list[int] = []
+
+    class Elsewhere(C0Accumulator):
+        _hashes_in_sum = False
+
+        def _sum(self, c0) -> None:  # type: ignore[no-untyped-def]
+            summed.append(1)
+
+    def opened(blob: bytes):  # type: ignore[no-untyped-def]
+        return open_upload(blob, ctx.params, ctx.committee_id, verify_key=None, epoch=0, round_id=3, check=False,
+                           defer_body=True)
+
+    first = opened(blobs[0])
+    assert first.check_body is not None and first.residues_hash is None
+    acc = Elsewhere(ctx.params, first.layout.length, committee_id=ctx.committee_id, epoch=0, round_id=3,
+                    layout=first.layout)
+    start, _ = _body_span(blobs[1])
+    bad = bytearray(blobs[1])
+    bad[start + 40] ^= 0x04
+    with pytest.raises(ChecksumError):
+        acc.add(opened(bytes(bad)))
+    assert summed == [] and len(acc) == 0
+    acc.add(first)
+    assert summed == [1] and not acc._acc.any()  # summed by _sum, not by the local one-read pass

@@ -4,7 +4,7 @@ Layout (little-endian)::
 
     offset  size  field
     0       4     magic b"HEAG"
-    4       2     format version (1)
+    4       2     format version (2)
     6       2     kind (Kind below)
     8       4     meta length M (bytes of canonical JSON, at most 1 MiB)
     12      4     reserved, 0
@@ -48,7 +48,7 @@ from .digest import body_digest
 __all__ = ["Envelope", "Kind", "Meta", "as_bytes", "body_hash", "body_words", "open_envelope", "parse_meta", "seal_envelope"]
 
 MAGIC = b"HEAG"
-VERSION = 1
+VERSION = 2  # 2: the body digest is a BLAKE3 tree over 1 MiB segments (1: BLAKE3 of the body)
 _FIXED = struct.Struct("<4sHHIIQ")
 _ALIGN = 64
 _CHECKSUM = 32
