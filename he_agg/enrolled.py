@@ -368,10 +368,11 @@ class EnrolledUpload:
     the length, the layout and the ticket (hex). The ticket's c0 digest binds the body.
     """
 
-    __slots__ = ("params", "ticket", "layout", "c0")
+    __slots__ = ("params", "ticket", "layout", "c0", "_digest")
 
     def __init__(self, params: Params, ticket: Ticket, layout: Layout, c0: np.ndarray) -> None:
         """Trusts its caller on residue ranges and the ticket (as ``numpy.ndarray`` would)."""
+        self._digest: bytes | None = None  # the body digest of c0, once known (create, from_bytes)
         expected = (layout.ciphertexts(params), len(params.data_moduli), params.n)
         if not isinstance(c0, np.ndarray) or c0.dtype != np.uint64 or c0.shape != expected \
                 or not c0.flags.c_contiguous:
@@ -385,10 +386,13 @@ class EnrolledUpload:
         """Sign the ticket for c0 (range-checked here) and wrap both."""
         check_client_id(client_id)
         seal_wire.check_residues(c0, params.data_moduli, "c0")
-        digest = c0_digest(params, layout.length, body_hash(as_bytes(np.ascontiguousarray(c0))))
+        residues = body_hash(as_bytes(np.ascontiguousarray(c0)))
         ticket = Ticket.sign(identity, committee_id=committee_id, epoch=epoch, round_id=round_id,
-                             client_id=client_id, layout_digest=layout.digest, c0_digest=digest)
-        return cls(params, ticket, layout, c0)
+                             client_id=client_id, layout_digest=layout.digest,
+                             c0_digest=c0_digest(params, layout.length, residues))
+        upload = cls(params, ticket, layout, c0)
+        upload._digest = residues  # the envelope's checksum reuses it: c0 is hashed once
+        return upload
 
     @property
     def client_id(self) -> str:
@@ -403,7 +407,7 @@ class EnrolledUpload:
         if packed:
             meta["packed"] = True
             return seal_envelope(Kind.ENROLLED_UPLOAD, meta, packed_wire.pack_residues(self.c0, self.params.data_moduli))
-        return seal_envelope(Kind.ENROLLED_UPLOAD, meta, self.c0)
+        return seal_envelope(Kind.ENROLLED_UPLOAD, meta, self.c0, body_digest=self._digest)
 
     @classmethod
     def from_bytes(cls, data: object, params: Params, committee_id: bytes, *, verify_key: VerifyKey | None,
@@ -413,9 +417,11 @@ class EnrolledUpload:
         ``verify_key``: the client's enrolled key or a lookup by client id; None skips the
         signature (the members verify tickets). ``epoch``/``round_id``: refuse others.
         """
-        ticket, layout, c0, *_ = open_upload(data, params, committee_id, verify_key=verify_key, epoch=epoch,
-                                             round_id=round_id, check=True)
-        return cls(params, ticket, layout, c0)
+        ticket, layout, c0, residues, _ = open_upload(data, params, committee_id, verify_key=verify_key, epoch=epoch,
+                                                      round_id=round_id, check=True)
+        upload = cls(params, ticket, layout, c0)
+        upload._digest = residues
+        return upload
 
     def __repr__(self) -> str:
         return (f"EnrolledUpload(client {self.client_id!r}, round {self.ticket.round_id}, "

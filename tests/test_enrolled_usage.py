@@ -223,6 +223,34 @@ def test_exports_and_docstring() -> None:
     assert math.log2(he_agg.ENROLLED.scale) == 94
 
 
+def test_a_client_hashes_its_upload_once(committee: he_agg.EnrolledCommittee,
+                                        clients: list[he_agg.EnrolledClient],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ticket signs c0's digest and the envelope's checksum reuses it: the residues are
+    hashed once on the client, and the bytes still open (checksum and ticket verified)."""
+    import types
+
+    import blake3
+
+    from he_agg.enrolled import EnrolledUpload
+    from he_agg.hazmat.wire import digest, envelope
+
+    hashed: list[int] = []
+
+    def counting(data: object = b"", **kw: object) -> object:
+        hashed.append(memoryview(data).nbytes)  # type: ignore[arg-type]
+        return blake3.blake3(data, **kw)  # type: ignore[arg-type]
+
+    for module in (digest, envelope):
+        monkeypatch.setattr(module, "blake3", types.SimpleNamespace(blake3=counting))
+    blob = clients[4].encrypt(np.full(20_000, 0.5), round_id=9002, packing="dense")
+    monkeypatch.undo()
+    body = len(envelope.open_envelope(blob, envelope.Kind.ENROLLED_UPLOAD, "upload").body)
+    assert [h for h in hashed if h >= body] == [body]
+    ctx = committee.context
+    EnrolledUpload.from_bytes(blob, ctx.params, ctx.committee_id, verify_key=clients[4].public_key)
+
+
 def test_each_upload_is_opened_and_hashed_once(committee: he_agg.EnrolledCommittee,
                                                clients: list[he_agg.EnrolledClient],
                                                monkeypatch: pytest.MonkeyPatch) -> None:

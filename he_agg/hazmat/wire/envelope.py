@@ -77,15 +77,21 @@ def _body_offset(meta_len: int) -> int:
     return -(-(_FIXED.size + meta_len) // _ALIGN) * _ALIGN
 
 
-def seal_envelope(kind: Kind, meta: Mapping[str, Any], body: bytes | memoryview | np.ndarray = b"") -> bytes:
-    """Serialize ``meta`` (JSON-able) and ``body`` into one checksummed envelope."""
+def seal_envelope(kind: Kind, meta: Mapping[str, Any], body: bytes | memoryview | np.ndarray = b"", *,
+                  body_digest: bytes | None = None) -> bytes:
+    """Serialize ``meta`` (JSON-able) and ``body`` into one checksummed envelope.
+
+    ``body_digest``: :func:`body_hash` of ``body`` when the caller already computed it (a
+    client signs its residues' digest first), so the body is not hashed twice.
+    """
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     if len(meta_bytes) > MAX_META:
         raise ValueError(f"meta is {len(meta_bytes)} bytes, more than {MAX_META}")
     body_view = as_bytes(body)
     head = _FIXED.pack(MAGIC, VERSION, int(kind), len(meta_bytes), 0, len(body_view))
     pad = b"\0" * (_body_offset(len(meta_bytes)) - _FIXED.size - len(meta_bytes))
-    checksum = blake3.blake3(head + meta_bytes + pad + body_hash(body_view)).digest()
+    digest = body_hash(body_view) if body_digest is None else body_digest
+    checksum = blake3.blake3(head + meta_bytes + pad + digest).digest()
     return b"".join([head, meta_bytes, pad, body_view, checksum])
 
 
