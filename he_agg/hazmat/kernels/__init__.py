@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
-import blake3
 import numpy as np
 
 from he_agg.errors import (
@@ -404,7 +403,7 @@ def sum_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> bytes:
     fault) and acc is exactly as it was. The caller compares the digest with what the
     upload claims and, on a mismatch, takes the words back out with :func:`undo_hashed`.
     """
-    from ..wire.digest import SEGMENT, body_digest, root, segment_count
+    from ..wire.digest import SEGMENT, body_digest, root, segment_count, segment_digests
 
     mods = _moduli(moduli)
     if not isinstance(acc, np.ndarray) or acc.ndim != 4:
@@ -431,7 +430,7 @@ def sum_hashed(acc: np.ndarray, words: np.ndarray, moduli: ModuliLike) -> bytes:
         digests: list[bytes] = []
         done: list[tuple[int, int]] = []
         for k in range(first, last):
-            digests.append(blake3.blake3(view[k * SEGMENT : (k + 1) * SEGMENT]).digest())
+            digests += segment_digests(view, k, k + 1)
             a, b = -(-k * SEGMENT // ct_bytes), min(count, -(-(k + 1) * SEGMENT // ct_bytes))
             if a < b:  # the ciphertexts that start in segment k
                 fault = impl.sum_ciphertexts(acc[a:b], [buf], np.ascontiguousarray(table[:, a:b]), mods)

@@ -115,8 +115,9 @@ def hash_unpacked(data: Any, shape: tuple[int, ...], moduli: ModuliLike) -> byte
         for k in range(first, last):
             lo, hi = k * digest.SEGMENT, min(total, (k + 1) * digest.SEGMENT)
             hasher = blake3.blake3()
-            for r0 in range(lo // unpacked_row, -(-hi // unpacked_row), step):
-                r1 = min(rows, r0 + step)
+            end = -(-hi // unpacked_row)  # the segment's last row, exclusive: unpack no row beyond it
+            for r0 in range(lo // unpacked_row, end, step):
+                r1 = min(end, r0 + step)
                 kernels.unpack_residues(scratch[: r1 - r0], view[r0 * row_bytes : r1 * row_bytes], mods)
                 base = r0 * unpacked_row
                 hasher.update(flat[max(lo, base) - base : min(hi, r1 * unpacked_row) - base])
